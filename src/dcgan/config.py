@@ -1,0 +1,153 @@
+"""The config schema (typed dataclasses registered with Hydra) and every cross-field check.
+
+This is the only module that knows the shape of the config. Hydra refuses unknown keys and
+wrong types while composing; `validate` refuses values that type-check but make no sense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dcgan.errors import DCGANError
+
+SUPPORTED_IMAGE_SIZES = (32, 64, 128)
+DATASET_SPLITS = {
+    "digits": ("all",),
+    "mnist": ("train", "test"),
+    "celeba": ("all", "train", "val", "test"),
+    "folder": ("all",),
+    "fake": ("all",),
+}
+# Data sets whose images fix the channel count; the others take it from `dataset.channels`.
+FIXED_CHANNELS = {"digits": 1, "mnist": 1, "celeba": 3}
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class BadImagePolicy(str, Enum):
+    skip = "skip"
+    error = "error"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: Optional[str] = None  # folder of the data; relative paths are from the working dir
+    split: str = "all"
+    limit: Optional[int] = None  # use only the first N images; null = all
+    image_size: int = 64
+    channels: int = 3  # fixed by the data for digits/mnist/celeba; chosen for folder/fake
+    download: bool = False  # mnist only: fetch the IDX files when they are missing
+    size: int = 2048  # fake only: how many random images
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip  # folder/celeba: an unreadable file
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcgan"
+    nz: int = 100  # length of the latent vector z
+    ngf: int = 64  # generator feature maps in the last block
+    ndf: int = 64  # discriminator feature maps in the first block
+
+
+@dataclass
+class TrainConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    device: Device = Device.auto
+    num_workers: Optional[int] = None  # DataLoader workers; null = chosen for the data set
+    log_every: int = 50  # steps between TensorBoard scalars and progress-bar updates
+    resume: Optional[str] = None  # a checkpoint file or a run directory
+
+
+def register_configs() -> None:
+    """Make the schema known to Hydra as `train_schema` (first entry of train.yaml's defaults)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse values that type-check but cannot work. Raises DCGANError with one clear line."""
+    _require(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
+    _require(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
+    _require(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
+    for name in ("beta1", "beta2"):
+        value = cfg[name]
+        _require(0 <= value < 1, f"{name} must be in [0, 1), got {value}")
+    _require(cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}")
+    _require(
+        cfg.num_workers is None or cfg.num_workers >= 0,
+        f"num_workers must be 0 or more (or null for automatic), got {cfg.num_workers}",
+    )
+    for name in ("nz", "ngf", "ndf"):
+        value = cfg.model[name]
+        _require(value >= 1, f"model.{name} must be at least 1, got {value}")
+    _validate_dataset(cfg.dataset)
+
+
+def _validate_dataset(ds: DictConfig) -> None:
+    _require(ds.name in DATASET_SPLITS, f"unknown dataset.name {ds.name!r}; "
+             f"choose one of {', '.join(DATASET_SPLITS)}")
+    _require(
+        ds.image_size in SUPPORTED_IMAGE_SIZES,
+        f"dataset.image_size={ds.image_size} is not supported; "
+        f"choose one of {', '.join(map(str, SUPPORTED_IMAGE_SIZES))}",
+    )
+    splits = DATASET_SPLITS[ds.name]
+    _require(ds.split in splits, f"dataset.split={ds.split!r} is not a split of {ds.name}; "
+             f"choose one of {', '.join(splits)}")
+    _require(ds.limit is None or ds.limit >= 1,
+             f"dataset.limit must be at least 1 (or null for all), got {ds.limit}")
+    fixed = FIXED_CHANNELS.get(ds.name)
+    if fixed is not None:
+        _require(ds.channels == fixed, f"dataset.channels={ds.channels} is not possible for "
+                 f"{ds.name}: its images have {fixed} channel(s)")
+    else:
+        _require(ds.channels in (1, 3), f"dataset.channels must be 1 or 3, got {ds.channels}")
+    _require(ds.size >= 1, f"dataset.size must be at least 1, got {ds.size}")
+    needs_root = ds.name in ("mnist", "celeba", "folder")
+    _require(not needs_root or bool(ds.root), f"dataset.root must be set for {ds.name}")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise DCGANError(message)
+
+
+def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python values (enums as strings), safe to store anywhere."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def from_plain_dict(values: dict[str, Any]) -> DictConfig:
+    """Rebuild a typed, struct-mode config from `to_plain_dict` output (e.g. from a checkpoint)."""
+    schema = OmegaConf.structured(TrainConfig)
+    return OmegaConf.merge(schema, values)
+
+
+def config_dir() -> Path:
+    """Where the YAML configs are: inside the installed package, or at the repo's top level."""
+    packaged = Path(__file__).resolve().parent / "configs"
+    if packaged.is_dir():
+        return packaged
+    source_tree = Path(__file__).resolve().parents[2] / "configs"
+    if source_tree.is_dir():
+        return source_tree
+    raise DCGANError(f"cannot find the dcgan configs (looked in {packaged} and {source_tree}); "
+                     "reinstall the package")

@@ -1,0 +1,353 @@
+"""Data sets as the trainer sees them: float images in [-1, 1], C x S x S each.
+
+`build_dataset` turns the `dataset` section of the config into one of
+  digits  scikit-learn's bundled 8x8 handwritten digits, upscaled (offline, 1 channel)
+  mnist   the original IDX files, gzipped or not (1 channel)
+  celeba  aligned CelebA JPEGs, centre crop 178 then resize (3 channels)
+  folder  any tree of image files, resize + centre crop (1 or 3 channels)
+  fake    random images, no I/O
+and `build_loader` wraps it in a DataLoader whose shuffled order depends only on (seed, epoch),
+so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms
+
+from dcgan.errors import DCGANError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CELEBA_CROP = 178  # the aligned faces are 178 x 218; the DCGAN recipe keeps the central square
+CELEBA_SPLITS = {"train": 0, "val": 1, "test": 2}
+MNIST_URL_HELP = "https://ossci-datasets.s3.amazonaws.com/mnist/ (or yann.lecun.com/exdb/mnist)"
+CELEBA_URL_HELP = (
+    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba.zip, or the Kaggle "
+    "mirror 'jessicali9530/celeba-dataset')"
+)
+
+
+def to_signed_unit(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images_uint8.float().div(127.5).sub(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-memory data sets (digits, mnist, fake)
+
+
+class TensorImages(Dataset):
+    """Images already decoded into one uint8 tensor N x C x S x S."""
+
+    def __init__(self, images_uint8: torch.Tensor):
+        self.images = images_uint8
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return to_signed_unit(self.images[index])
+
+
+class FakeImages(Dataset):
+    """Random images in [-1, 1], each a pure function of its index (no global RNG, no I/O)."""
+
+    def __init__(self, size: int, channels: int, image_size: int):
+        self.size, self.shape = size, (channels, image_size, image_size)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(index)
+        return torch.rand(self.shape, generator=generator).mul_(2).sub_(1)
+
+
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
+    """Resize N x C x h x w uint8 images to size x size (bilinear, antialiased), in chunks."""
+    out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, images.shape[0], chunk):
+        part = images[start : start + chunk].float()
+        resized = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True,
+                                align_corners=False)
+        out[start : start + chunk] = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def load_digits_images(image_size: int) -> torch.Tensor:
+    """scikit-learn's 1,797 bundled 8x8 digits (values 0..16) as uint8 N x 1 x S x S."""
+    from sklearn.datasets import load_digits
+
+    pixels = torch.from_numpy(load_digits().images).float() * (255.0 / 16.0)
+    return resize_uint8(pixels.round().to(torch.uint8)[:, None], image_size)
+
+
+def read_idx_images(path: Path) -> torch.Tensor:
+    """Read an IDX3 image file (gzipped or not) as uint8 N x 28 x 28."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise DCGANError(f"cannot read MNIST file {path}: {error}") from error
+    if len(data) < 16:
+        raise DCGANError(f"{path} is not an IDX image file (only {len(data)} bytes)")
+    magic, count, rows, cols = struct.unpack(">IIII", data[:16])
+    if magic != 2051:
+        raise DCGANError(f"{path} is not an IDX image file (magic number {magic}, expected 2051)")
+    expected = 16 + count * rows * cols
+    if len(data) < expected:
+        raise DCGANError(f"{path} is truncated: {len(data)} bytes, expected {expected}")
+    pixels = np.frombuffer(data, dtype=np.uint8, count=count * rows * cols, offset=16)
+    return torch.from_numpy(pixels.reshape(count, rows, cols).copy())
+
+
+def find_mnist_images(root: Path, split: str) -> Optional[Path]:
+    """The IDX image file for a split, in root or in torchvision's root/MNIST/raw layout."""
+    prefix = "train" if split == "train" else "t10k"
+    for folder in (root, root / "MNIST" / "raw", root / "raw"):
+        for name in (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte",
+                     f"{prefix}-images.idx3-ubyte"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def download_mnist(root: Path, split: str) -> None:
+    """Fetch MNIST through torchvision's mirrors into root/MNIST/raw."""
+    from torchvision.datasets import MNIST
+
+    log.info("downloading MNIST into %s", root / "MNIST" / "raw")
+    try:
+        MNIST(root=str(root), train=(split == "train"), download=True)
+    except Exception as error:  # network errors come in many types; all mean the same here
+        raise DCGANError(
+            f"could not download MNIST into {root} ({type(error).__name__}: {error}); "
+            f"download the IDX files from {MNIST_URL_HELP} and put them in {root}"
+        ) from error
+
+
+def load_mnist_images(ds: DictConfig) -> torch.Tensor:
+    root = Path(ds.root).expanduser()
+    path = find_mnist_images(root, ds.split)
+    if path is None and ds.download:
+        download_mnist(root, ds.split)
+        path = find_mnist_images(root, ds.split)
+    if path is None:
+        prefix = "train" if ds.split == "train" else "t10k"
+        raise DCGANError(
+            f"MNIST split '{ds.split}' not found: expected {prefix}-images-idx3-ubyte.gz (or "
+            f"unzipped) in {root.resolve()}; get it from {MNIST_URL_HELP}, or add "
+            "dataset.download=true"
+        )
+    images = read_idx_images(path)
+    if ds.limit is not None:
+        images = images[: ds.limit]
+    log.info("MNIST %s: %d images from %s", ds.split, images.shape[0], path)
+    return resize_uint8(images[:, None], ds.image_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image files on disk (celeba, folder)
+
+
+class ImageFiles(Dataset):
+    """Decode, crop and resize image files one at a time.
+
+    An unreadable file yields None instead of raising inside a worker; `collate_images` drops
+    it and reports its path, and the trainer applies `dataset.on_bad_image` (skip or error).
+    """
+
+    def __init__(self, paths: Sequence[Path], transform: transforms.Compose, channels: int):
+        self.paths = list(paths)
+        self.transform = transform
+        self.mode = "L" if channels == 1 else "RGB"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> torch.Tensor:
+        """The image at `index` as float C x S x S in [-1, 1]; raises OSError if unreadable."""
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert(self.mode))
+
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[None, str]:
+        try:
+            return self.load(index)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return (None, str(self.paths[index]))
+
+
+def _image_transform(image_size: int, celeba: bool) -> transforms.Compose:
+    # celeba: keep the central 178 x 178 square of the face, then shrink it;
+    # folder: shrink the shorter side, then keep the central square.
+    geometry = (
+        [transforms.CenterCrop(CELEBA_CROP), transforms.Resize(image_size, antialias=True)]
+        if celeba
+        else [transforms.Resize(image_size, antialias=True), transforms.CenterCrop(image_size)]
+    )
+    return transforms.Compose([
+        *geometry,
+        transforms.PILToTensor(),
+        transforms.Lambda(to_signed_unit),
+    ])
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file under folder (recursively), sorted by path."""
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    )
+
+
+def _require_folder(folder: Path, what: str, help_text: str) -> None:
+    if not folder.exists():
+        raise DCGANError(f"{what} folder {folder} does not exist; {help_text}")
+    if not folder.is_dir():
+        raise DCGANError(f"{what} path {folder} is not a folder; {help_text}")
+
+
+def celeba_paths(ds: DictConfig) -> list[Path]:
+    root = Path(ds.root).expanduser()
+    help_text = (f"download img_align_celeba from {CELEBA_URL_HELP} and unpack it so the "
+                 f"JPEGs are in {root / 'img_align_celeba'}, or point dataset.root at them")
+    _require_folder(root, "CelebA", help_text)
+    image_dir = root / "img_align_celeba" if (root / "img_align_celeba").is_dir() else root
+    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not paths:
+        raise DCGANError(f"no CelebA images (.jpg) in {image_dir}; {help_text}")
+    if ds.split != "all":
+        paths = _filter_partition(paths, root, image_dir, ds.split)
+    return paths
+
+
+def _filter_partition(paths: list[Path], root: Path, image_dir: Path, split: str) -> list[Path]:
+    candidates = [root / "list_eval_partition.txt", image_dir.parent / "list_eval_partition.txt"]
+    partition_file = next((p for p in candidates if p.is_file()), None)
+    if partition_file is None:
+        raise DCGANError(f"dataset.split={split} needs list_eval_partition.txt in {root}; "
+                         "put it there or use dataset.split=all")
+    wanted = str(CELEBA_SPLITS[split])
+    in_split = set()
+    for line in partition_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == wanted:
+            in_split.add(parts[0])
+    chosen = [p for p in paths if p.name in in_split]
+    if not chosen:
+        raise DCGANError(f"no images of split '{split}' (per {partition_file}) in {image_dir}")
+    return chosen
+
+
+def folder_paths(ds: DictConfig) -> list[Path]:
+    root = Path(ds.root).expanduser()
+    help_text = "point dataset.root at a folder of images"
+    _require_folder(root, "image", help_text)
+    paths = list_images(root)
+    if not paths:
+        raise DCGANError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} "
+                         "files, recursively); " + help_text)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def build_dataset(ds: DictConfig) -> Dataset:
+    """The data set the config names. Raises DCGANError for missing or empty data."""
+    if ds.name == "digits":
+        images = load_digits_images(ds.image_size)
+        return TensorImages(images[: ds.limit] if ds.limit is not None else images)
+    if ds.name == "mnist":
+        return TensorImages(load_mnist_images(ds))
+    if ds.name == "fake":
+        size = min(ds.size, ds.limit) if ds.limit is not None else ds.size
+        return FakeImages(size, ds.channels, ds.image_size)
+    if ds.name in ("celeba", "folder"):
+        celeba = ds.name == "celeba"
+        paths = celeba_paths(ds) if celeba else folder_paths(ds)
+        if ds.limit is not None:
+            paths = paths[: ds.limit]
+        log.info("%s: %d image files", ds.name, len(paths))
+        return ImageFiles(paths, _image_transform(ds.image_size, celeba), ds.channels)
+    raise DCGANError(f"unknown dataset {ds.name!r}")
+
+
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation each epoch, drawn from (seed, epoch) alone.
+
+    The order never touches torch's global RNG, so resuming at any epoch (or batch, via
+    `start_index`) reproduces exactly the order an uninterrupted run would have used.
+    """
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed = length, seed
+        self.epoch, self.start_index = 0, 0
+
+    def set_epoch(self, epoch: int, start_index: int = 0) -> None:
+        self.epoch, self.start_index = epoch, start_index
+
+    def order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.length, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order(self.epoch)[self.start_index :].tolist())
+
+    def __len__(self) -> int:
+        return self.length - self.start_index
+
+
+def collate_images(items: list) -> tuple[torch.Tensor, list[str]]:
+    """Stack the readable images of a batch; return the paths of those that could not be read."""
+    images = [item for item in items if isinstance(item, torch.Tensor)]
+    bad_paths = [item[1] for item in items if not isinstance(item, torch.Tensor)]
+    if not images:
+        return torch.empty(0), bad_paths
+    return torch.stack(images), bad_paths
+
+
+def default_workers(dataset: Dataset) -> int:
+    """No workers for data already in memory; otherwise leave one core for the training step."""
+    if isinstance(dataset, (TensorImages, FakeImages)):
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Optional[int],
+                 pin_memory: bool = False) -> tuple[DataLoader, EpochShuffle]:
+    """A loader of full batches (the last partial batch is dropped: BatchNorm needs a batch)."""
+    if len(dataset) < batch_size:
+        raise DCGANError(f"the data set has {len(dataset)} images, fewer than batch_size="
+                         f"{batch_size}; lower batch_size or add images")
+    workers = default_workers(dataset) if num_workers is None else num_workers
+    sampler = EpochShuffle(len(dataset), seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        # the loader's own seed for worker processes comes from here, not the global RNG
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler

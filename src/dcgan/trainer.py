@@ -1,0 +1,235 @@
+"""The training loop: one D step and one G step per batch, epochs, samples, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from dcgan.checkpoint import CHECKPOINT_DIR, LAST, epoch_checkpoint_name, save_checkpoint
+from dcgan.config import to_plain_dict
+from dcgan.data import build_loader
+from dcgan.errors import DCGANError
+from dcgan.losses import discriminator_loss, generator_loss
+from dcgan.models import Architecture, build_models
+from dcgan.runtime import capture_rng, restore_rng
+from dcgan.tracking import Tracker, image_grid, progress_text, save_png
+
+log = logging.getLogger(__name__)
+
+N_FIXED_SAMPLES = 16  # the 4x4 grid logged every epoch
+
+
+def architecture_from(cfg: DictConfig) -> Architecture:
+    return Architecture(nz=cfg.model.nz, ngf=cfg.model.ngf, ndf=cfg.model.ndf,
+                        channels=cfg.dataset.channels, image_size=cfg.dataset.image_size)
+
+
+class Trainer:
+    """Owns the networks, their optimisers and the position in training (epoch, step)."""
+
+    def __init__(self, cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torch.device):
+        self.cfg, self.dataset, self.run_dir, self.device = cfg, dataset, run_dir, device
+        self.arch = architecture_from(cfg)
+        # channels_last makes the convolutions ~25% faster on CPU and suits tensor cores
+        self.memory_format = torch.channels_last
+        generator, discriminator = build_models(self.arch)
+        self.generator = generator.to(device, memory_format=self.memory_format)
+        self.discriminator = discriminator.to(device, memory_format=self.memory_format)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
+        self.fixed_noise = torch.randn(N_FIXED_SAMPLES, self.arch.nz, 1, 1).to(device)
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps (batches) completed
+        self.loader, self.sampler = build_loader(
+            dataset, cfg.batch_size, cfg.seed, cfg.num_workers, pin_memory=device.type == "cuda")
+        self.skipped_files: list[str] = []
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "fixed_noise": self.fixed_noise.cpu(),
+            "rng": capture_rng(),
+            "config": to_plain_dict(self.cfg),
+            "arch": self.arch.as_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where `state` stopped, RNG included (call just before fit)."""
+        saved = Architecture(**state["arch"])
+        if saved != self.arch:
+            raise DCGANError(f"the checkpoint's networks ({_describe(saved)}) do not match the "
+                             f"config ({_describe(self.arch)})")
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        for optimizer in (self.opt_g, self.opt_d):  # overrides such as lr=... take effect
+            for group in optimizer.param_groups:
+                group["lr"], group["betas"] = self.cfg.lr, (self.cfg.beta1, self.cfg.beta2)
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.fixed_noise = state["fixed_noise"].to(self.device)
+        restore_rng(state["rng"])
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One D step on real (target 1) and G(z) (target 0), then one G step (target 1).
+
+        Returns detached scalar tensors; reading them is left to the caller so the step
+        itself never waits for the device.
+        """
+        real = real.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        noise = torch.randn(real.shape[0], self.arch.nz, 1, 1, device=self.device)
+        fake = self.generator(noise)
+
+        self.opt_d.zero_grad(set_to_none=True)
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(fake.detach())
+        loss_d, _, _ = discriminator_loss(real_logits, fake_logits)
+        loss_d.backward()
+        self.opt_d.step()
+
+        # G step on the same fake batch; D is frozen so no gradient is spent on its weights
+        self.discriminator.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g = generator_loss(self.discriminator(fake))
+        loss_g.backward()
+        self.opt_g.step()
+        self.discriminator.requires_grad_(True)
+
+        return {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "real_prob": torch.sigmoid(real_logits.detach().float()).mean(),
+            "fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
+        }
+
+    # -- one epoch ---------------------------------------------------------------------------
+
+    def train_epoch(self, tracker: Tracker) -> None:
+        self.sampler.set_epoch(self.epoch)
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                   total=len(self.loader), unit="batch", dynamic_ncols=True, mininterval=1.0)
+        window = _MetricWindow()
+        for batch_index, (real, bad_paths) in enumerate(bar):
+            self._note_bad_files(bad_paths)
+            if real.shape[0] < 2:
+                continue  # BatchNorm needs two images; only happens when a batch was unreadable
+            window.add(self.train_step(real), real.shape[0])
+            self.step += 1
+            last_batch = batch_index == len(self.loader) - 1
+            if window.steps and (self.step % self.cfg.log_every == 0 or last_batch):
+                values = window.read_and_reset()
+                tracker.scalars(self.step, values)
+                bar.set_postfix(progress_text(values), refresh=False)
+        bar.close()
+        self.epoch += 1
+        self._report_bad_files()
+
+    def _note_bad_files(self, bad_paths: list[str]) -> None:
+        if not bad_paths:
+            return
+        if self.cfg.dataset.on_bad_image == "error":
+            raise DCGANError(f"cannot read image {bad_paths[0]} (dataset.on_bad_image=error; "
+                             "use skip to train without it)")
+        self.skipped_files.extend(bad_paths)
+
+    def _report_bad_files(self) -> None:
+        if self.skipped_files:
+            log.warning("skipped %d unreadable image(s) this epoch, e.g. %s",
+                        len(self.skipped_files), self.skipped_files[0])
+            self.skipped_files = []
+
+    # -- samples and checkpoints -------------------------------------------------------------
+
+    @torch.no_grad()
+    def fixed_samples(self) -> torch.Tensor:
+        """G(fixed noise) in eval mode (BatchNorm running statistics), as [-1, 1] images."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.generator(self.fixed_noise)
+        self.generator.train(was_training)
+        return images
+
+    def log_real_grid(self, tracker: Tracker) -> None:
+        reals = []
+        for index in range(min(len(self.dataset), 4 * N_FIXED_SAMPLES)):
+            item = self.dataset[index]
+            if isinstance(item, torch.Tensor):
+                reals.append(item)
+            if len(reals) == N_FIXED_SAMPLES:
+                break
+        if reals:
+            tracker.grid("samples/real", image_grid(torch.stack(reals), nrow=4), self.step)
+
+    def end_of_epoch(self, tracker: Tracker) -> None:
+        grid = image_grid(self.fixed_samples(), nrow=4)
+        tracker.grid("samples/fixed", grid, self.step)
+        save_png(grid, self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
+        checkpoints = self.run_dir / CHECKPOINT_DIR
+        save_checkpoint(self.state_dict(),
+                        [checkpoints / epoch_checkpoint_name(self.epoch), checkpoints / LAST])
+
+    # -- the whole run -----------------------------------------------------------------------
+
+    def fit(self, tracker: Tracker) -> None:
+        if self.epoch >= self.cfg.epochs:
+            log.info("already trained %d of epochs=%d; raise epochs to train more",
+                     self.epoch, self.cfg.epochs)
+            return
+        if self.step == 0:
+            self.log_real_grid(tracker)
+        started = time.perf_counter()
+        while self.epoch < self.cfg.epochs:
+            self.train_epoch(tracker)
+            self.end_of_epoch(tracker)
+            log.info("epoch %d/%d done (step %d)", self.epoch, self.cfg.epochs, self.step)
+        log.info("trained to epoch %d in %.1f s", self.epoch, time.perf_counter() - started)
+
+
+class _MetricWindow:
+    """Sums step metrics on the device; one host read per logging window."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: Optional[torch.Tensor] = None
+        self.steps, self.images = 0, 0
+        self.started = time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor], n_images: int) -> None:
+        stacked = torch.stack([metrics[key] for key in _WINDOW_KEYS])
+        self.sums = stacked if self.sums is None else self.sums + stacked
+        self.steps += 1
+        self.images += n_images
+
+    def read_and_reset(self) -> dict[str, float]:
+        means = (self.sums / max(self.steps, 1)).tolist()  # the one device->host sync
+        values = dict(zip(_WINDOW_KEYS, means))
+        values["img_per_s"] = self.images / max(time.perf_counter() - self.started, 1e-9)
+        self.reset()
+        return values
+
+
+_WINDOW_KEYS = ("loss_d", "loss_g", "real_prob", "fake_prob")
+
+
+def _describe(arch: Architecture) -> str:
+    return (f"nz={arch.nz} ngf={arch.ngf} ndf={arch.ndf} channels={arch.channels} "
+            f"image_size={arch.image_size}")
