@@ -1,0 +1,82 @@
+"""Shared fixtures: the real Hydra config shrunk to tiny sizes, the CLI in a subprocess, and
+the real data sets in ../shared/data (skipped with a reason when that folder is absent)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dcgan.config import config_dir, register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# Small enough that two epochs take a second or two on a 2-core CPU, and still 64x64 images.
+TINY = ["model.ngf=8", "model.ndf=8", "model.nz=16", "batch_size=16", "dataset.limit=64",
+        "log_every=1", "device=cpu"]
+
+
+def compose_config(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.fixture
+def make_config():
+    """compose_config(*overrides): the real train.yaml with these overrides, as Hydra builds it."""
+    return compose_config
+
+
+def _command(name: str) -> list[str]:
+    script = Path(sys.executable).with_name(name)
+    if script.exists():
+        return [str(script)]
+    module = {"dcgan-train": "dcgan.train", "dcgan-sample": "dcgan.sample"}[name]
+    return [sys.executable, "-m", module]
+
+
+def run_cli(name: str, *args: str, cwd: Path | None = None, check: bool = False,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `dcgan-train` / `dcgan-sample` as a user would; returns the finished process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([*_command(name), *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(args)} exited {result.returncode}\n"
+                             f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def user_error_line(result: subprocess.CompletedProcess) -> str:
+    """Assert the process failed as a user error: exit 2, one line on stderr, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data sets not found at {SHARED_DATA} (set DCGAN_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One tiny 2-epoch run on the default data set, shared by the read-only CLI tests."""
+    run_dir = tmp_path_factory.mktemp("runs") / "digits"
+    run_cli("dcgan-train", *TINY, "epochs=2", f"hydra.run.dir={run_dir}", check=True)
+    return run_dir
