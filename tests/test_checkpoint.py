@@ -1,0 +1,95 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from dcgan.checkpoint import (
+    load_checkpoint,
+    resolve_checkpoint,
+    run_dir_of,
+    save_checkpoint,
+    write_atomic,
+)
+from dcgan.errors import DCGANError
+
+
+def minimal_checkpoint() -> dict:
+    return {"generator": {"w": torch.ones(2)}, "discriminator": {}, "opt_g": {}, "opt_d": {},
+            "epoch": 1, "step": 10, "fixed_noise": torch.zeros(16, 4, 1, 1),
+            "rng": {"torch": torch.get_rng_state()}, "config": {"epochs": 2},
+            "arch": {"nz": 4, "ngf": 8, "ndf": 8, "channels": 1, "image_size": 64}}
+
+
+def test_save_and_load_round_trip(tmp_path):
+    paths = [tmp_path / "checkpoints" / "epoch_001.pt", tmp_path / "checkpoints" / "last.pt"]
+    save_checkpoint(minimal_checkpoint(), paths)
+    for path in paths:
+        state = load_checkpoint(path)
+        assert state["step"] == 10 and torch.equal(state["generator"]["w"], torch.ones(2))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_001.pt", "last.pt"]  # no temporary files left behind
+
+
+def test_a_run_directory_means_its_last_checkpoint(tmp_path):
+    save_checkpoint(minimal_checkpoint(), [tmp_path / "checkpoints" / "last.pt"])
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.pt"
+    assert run_dir_of(tmp_path / "checkpoints" / "last.pt") == tmp_path.resolve()
+    with pytest.raises(DCGANError, match="no checkpoint in run directory"):
+        resolve_checkpoint(tmp_path / "checkpoints")
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    write_atomic(path, b"old contents")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(DCGANError, match="No space left on device.*unchanged"):
+        write_atomic(path, b"new contents")
+    assert path.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(minimal_checkpoint(), [path])
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DCGANError, match="truncated"):
+        load_checkpoint(path)
+
+
+def test_other_files_are_not_checkpoints(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(DCGANError, match="not a dcgan training checkpoint"):
+        load_checkpoint(path)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(DCGANError, match="notes.pt"):
+        load_checkpoint(text)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_does_not_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({**minimal_checkpoint(), "config": _RunsCode(marker)}, path)
+    with pytest.raises(DCGANError, match="not a safe dcgan checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # a plain pickle file (not a torch zip) is refused the same way
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(DCGANError):
+        load_checkpoint(raw)
+    assert not marker.exists()
