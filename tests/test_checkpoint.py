@@ -35,8 +35,10 @@ def test_a_run_directory_means_its_last_checkpoint(tmp_path):
     save_checkpoint(minimal_checkpoint(), [tmp_path / "checkpoints" / "last.pt"])
     assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.pt"
     assert run_dir_of(tmp_path / "checkpoints" / "last.pt") == tmp_path.resolve()
-    with pytest.raises(DCGANError, match="no checkpoint in run directory"):
-        resolve_checkpoint(tmp_path / "checkpoints")
+    assert resolve_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "last.pt"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DCGANError, match="no checkpoint in"):
+        resolve_checkpoint(tmp_path / "empty")
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):

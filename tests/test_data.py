@@ -234,3 +234,22 @@ def test_loader_batches_full_and_refuses_tiny_data(make_config):
     assert len(batches) == 2 and all(b.shape == (16, 3, 64, 64) for b in batches)
     with pytest.raises(DCGANError, match="fewer than batch_size"):
         build_loader(dataset, batch_size=64, seed=0, num_workers=0)
+
+
+def test_decoding_matches_the_torchvision_recipe(make_config, tmp_path):
+    transforms = pytest.importorskip("torchvision.transforms")
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(
+        tmp_path / "000001.png")
+    Image.fromarray(rng.integers(0, 256, (90, 150, 3), dtype=np.uint8)).save(tmp_path / "w.png")
+    to_unit = transforms.Lambda(lambda t: t.float() / 127.5 - 1)
+    celeba = dataset_for(make_config, "dataset=celeba", f"dataset.root={tmp_path}")
+    recipe = transforms.Compose([transforms.CenterCrop(178), transforms.Resize(64),
+                                 transforms.PILToTensor(), to_unit])
+    with Image.open(tmp_path / "000001.png") as image:
+        assert torch.equal(celeba[0], recipe(image.convert("RGB")))
+    folder = dataset_for(make_config, "dataset=folder", f"dataset.root={tmp_path}")
+    recipe = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(64),
+                                 transforms.PILToTensor(), to_unit])
+    with Image.open(tmp_path / "w.png") as image:
+        assert torch.equal(folder[1], recipe(image.convert("RGB")))

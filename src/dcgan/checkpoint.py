@@ -1,30 +1,48 @@
 """Checkpoints: plain dicts of tensors and primitives, written atomically, loaded safely.
 
 A checkpoint holds `generator`, `discriminator`, `opt_g`, `opt_d` (state dicts), `epoch`
-(epochs completed), `step` (optimiser steps so far), `fixed_noise`, `rng`, `config` (the
+(epochs completed), `step` (optimiser steps so far), `batch_in_epoch` (batches of the
+current epoch already trained, for a mid-epoch stop), `fixed_noise`, `rng`, `config` (the
 composed config as a plain dict) and `arch` (the shapes of the networks).
+
+Beside them, `generator.safetensors` holds only the generator weights, with the architecture
+in the file's metadata: the file to share, loadable without pickle at all.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 import pickle
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from dcgan.errors import DCGANError
+
+log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "step",
                  "fixed_noise", "rng", "config", "arch")
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+GENERATOR_FILE = "generator.safetensors"
+NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
+GENERATOR_FORMAT = "dcgan-generator/1"
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.pt"
+
+
+def step_checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}.pt"
 
 
 def serialize(payload: dict[str, Any]) -> bytes:
@@ -47,10 +65,17 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as error:
+        raise DCGANError(f"could not write {path}: {error.strerror or error}; "
+                         "the previous file is unchanged") from error
+    finally:  # also on a second Ctrl-C in the middle of a write
         tmp.unlink(missing_ok=True)
-        raise DCGANError(f"could not write checkpoint {path}: {error.strerror or error}; "
-                         "the previous checkpoint is unchanged") from error
     _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete half-written files a killed process left behind (never a finished checkpoint)."""
+    for tmp in folder.glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -73,14 +98,53 @@ def save_checkpoint(payload: dict[str, Any], paths: list[Path]) -> None:
         write_atomic(path, data)
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file as given, or a run directory's checkpoints/last.pt."""
+def prune_numbered(folder: Path, keep: int) -> None:
+    """Keep the newest `keep` epoch_*.pt and the newest `keep` step_*.pt (0 keeps all)."""
+    if keep <= 0:
+        return
+    for kind in ("epoch", "step"):
+        numbered = sorted(
+            (int(match.group(2)), path) for path in folder.iterdir()
+            if (match := NUMBERED.match(path.name)) and match.group(1) == kind
+        )
+        for _, path in numbered[:-keep]:
+            path.unlink(missing_ok=True)
+
+
+def save_generator(state_dict: dict[str, torch.Tensor], arch: dict[str, int], path: Path,
+                   **info: int) -> None:
+    """The generator's weights as safetensors, its architecture in the metadata."""
+    metadata = {"format": GENERATOR_FORMAT, "arch": json.dumps(arch),
+                **{key: str(value) for key, value in info.items()}}
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
+    write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
+
+
+def load_generator_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """(state_dict, arch) from a generator.safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise DCGANError(f"cannot read {path}: it is truncated or not a safetensors file "
+                         f"({error})") from error
+    if metadata.get("format") != GENERATOR_FORMAT or "arch" not in metadata:
+        raise DCGANError(f"{path} is not a dcgan generator file (no architecture in its metadata)")
+    return tensors, json.loads(metadata["arch"])
+
+def resolve_checkpoint(path: str | os.PathLike, allow_generator: bool = False) -> Path:
+    """A checkpoint file as given, or a run directory's checkpoints/last.pt (or, where a
+    generator alone will do, its checkpoints/generator.safetensors)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        candidate = path / CHECKPOINT_DIR / LAST
-        if not candidate.is_file():
-            raise DCGANError(f"no checkpoint in run directory {path} (expected {candidate})")
-        return candidate
+        candidates = [path / CHECKPOINT_DIR / LAST, path / LAST]
+        if allow_generator:
+            candidates.append(path / CHECKPOINT_DIR / GENERATOR_FILE)
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None:
+            raise DCGANError(f"no checkpoint in {path} (expected {candidates[0]})")
+        return found
     if not path.exists():
         raise DCGANError(f"checkpoint {path} does not exist")
     return path
@@ -110,3 +174,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise DCGANError(f"{path} is not a dcgan training checkpoint (found {keys})")
     return payload
+
+
+def resumable_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, newest first: last.pt, then numbered ones by modification time."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    numbered = [path for path in folder.iterdir() if NUMBERED.match(path.name)]
+    numbered.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    last = folder / LAST
+    return ([last] if last.is_file() else []) + numbered
+
+
+def load_newest_valid(run_dir: Path) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The newest checkpoint of a run that loads; each one that does not is reported."""
+    for path in resumable_checkpoints(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except DCGANError as error:
+            log.warning("skipping checkpoint that does not load: %s", error)
+    return None

@@ -6,6 +6,7 @@ wrong types while composing; `validate` refuses values that type-check but make 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -15,6 +16,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dcgan.errors import DCGANError
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 DATASET_SPLITS = {
@@ -74,7 +77,9 @@ class TrainConfig:
     device: Device = Device.auto
     num_workers: Optional[int] = None  # DataLoader workers; null = chosen for the data set
     log_every: int = 50  # steps between TensorBoard scalars and progress-bar updates
-    resume: Optional[str] = None  # a checkpoint file or a run directory
+    resume: Optional[str] = None  # a checkpoint file, a run directory, or "auto"
+    ckpt_every_steps: int = 0  # extra step checkpoints every N steps; 0 = only per epoch
+    keep_last: int = 3  # numbered checkpoints of each kind to keep; 0 = keep all
 
 
 def register_configs() -> None:
@@ -95,6 +100,9 @@ def validate(cfg: DictConfig) -> None:
         cfg.num_workers is None or cfg.num_workers >= 0,
         f"num_workers must be 0 or more (or null for automatic), got {cfg.num_workers}",
     )
+    _require(cfg.ckpt_every_steps >= 0,
+             f"ckpt_every_steps must be 0 (only per epoch) or more, got {cfg.ckpt_every_steps}")
+    _require(cfg.keep_last >= 0, f"keep_last must be 0 (keep all) or more, got {cfg.keep_last}")
     for name in ("nz", "ngf", "ndf"):
         value = cfg.model[name]
         _require(value >= 1, f"model.{name} must be at least 1, got {value}")
@@ -139,6 +147,39 @@ def from_plain_dict(values: dict[str, Any]) -> DictConfig:
     """Rebuild a typed, struct-mode config from `to_plain_dict` output (e.g. from a checkpoint)."""
     schema = OmegaConf.structured(TrainConfig)
     return OmegaConf.merge(schema, values)
+
+
+# Overrides that change the shapes of the networks cannot be applied to a checkpoint.
+ARCHITECTURE_KEYS = ("dataset.channels", "dataset.image_size")
+
+
+def apply_resume_overrides(saved: dict[str, Any], composed: DictConfig,
+                           task_overrides: list[str]) -> DictConfig:
+    """The checkpoint's config with the user's command-line overrides applied on top.
+
+    Overrides that would change the networks (model.*, channels, image size, another data
+    set) are refused; the rest (epochs, lr, log_every, dataset.root, ...) are applied and logged.
+    """
+    cfg = from_plain_dict(saved)
+    for override in task_overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "resume" or key.startswith("hydra."):
+            continue
+        if key in ("dataset", "model"):
+            if value != cfg[key].name:
+                raise DCGANError(f"cannot resume with {key}={value}: the checkpoint was trained "
+                                 f"with {key}={cfg[key].name}; start a new run instead")
+            continue
+        old, new = OmegaConf.select(cfg, key), OmegaConf.select(composed, key)
+        if old == new:
+            continue
+        if key.startswith("model.") or key in ARCHITECTURE_KEYS:
+            raise DCGANError(f"cannot resume with {key}={new}: the checkpoint's networks were "
+                             f"built with {key}={old}; start a new run to change the architecture")
+        log.info("resume: %s changed from %s to %s", key, old, new)
+        OmegaConf.update(cfg, key, new, merge=False)
+    cfg.resume = composed.resume
+    return cfg
 
 
 def config_dir() -> Path:

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms
 
 from dcgan.errors import DCGANError
+from dcgan.runtime import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,14 @@ def load_mnist_images(ds: DictConfig) -> torch.Tensor:
 class ImageFiles(Dataset):
     """Decode, crop and resize image files one at a time.
 
-    An unreadable file yields None instead of raising inside a worker; `collate_images` drops
-    it and reports its path, and the trainer applies `dataset.on_bad_image` (skip or error).
+    An unreadable file yields (None, path) instead of raising inside a worker;
+    `collate_images` drops it and reports its path, and the trainer applies
+    `dataset.on_bad_image` (skip or error).
     """
 
-    def __init__(self, paths: Sequence[Path], transform: transforms.Compose, channels: int):
+    def __init__(self, paths: Sequence[Path], image_size: int, channels: int, celeba: bool):
         self.paths = list(paths)
-        self.transform = transform
+        self.image_size, self.celeba = image_size, celeba
         self.mode = "L" if channels == 1 else "RGB"
 
     def __len__(self) -> int:
@@ -183,28 +184,37 @@ class ImageFiles(Dataset):
     def load(self, index: int) -> torch.Tensor:
         """The image at `index` as float C x S x S in [-1, 1]; raises OSError if unreadable."""
         with Image.open(self.paths[index]) as image:
-            return self.transform(image.convert(self.mode))
+            image = image.convert(self.mode)
+            if self.celeba:
+                square = resize(centre_crop(image, CELEBA_CROP), self.image_size)
+            else:
+                square = centre_crop(resize(image, self.image_size), self.image_size)
+        pixels = torch.from_numpy(np.array(square, dtype=np.uint8, copy=True))
+        pixels = pixels[None] if pixels.dim() == 2 else pixels.permute(2, 0, 1)
+        return to_signed_unit(pixels)
 
     def __getitem__(self, index: int) -> torch.Tensor | tuple[None, str]:
         try:
             return self.load(index)
-        except (OSError, ValueError, Image.DecompressionBombError):
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return (None, str(self.paths[index]))
 
 
-def _image_transform(image_size: int, celeba: bool) -> transforms.Compose:
-    # celeba: keep the central 178 x 178 square of the face, then shrink it;
-    # folder: shrink the shorter side, then keep the central square.
-    geometry = (
-        [transforms.CenterCrop(CELEBA_CROP), transforms.Resize(image_size, antialias=True)]
-        if celeba
-        else [transforms.Resize(image_size, antialias=True), transforms.CenterCrop(image_size)]
-    )
-    return transforms.Compose([
-        *geometry,
-        transforms.PILToTensor(),
-        transforms.Lambda(to_signed_unit),
-    ])
+def centre_crop(image: Image.Image, size: int) -> Image.Image:
+    """The central size x size square (as torchvision's CenterCrop rounds it)."""
+    width, height = image.size
+    left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def resize(image: Image.Image, size: int) -> Image.Image:
+    """Shrink (or grow) so the shorter side is `size`; bilinear with antialiasing (Pillow)."""
+    width, height = image.size
+    if width <= height:
+        new = (size, int(size * height / width))
+    else:
+        new = (int(size * width / height), size)
+    return image if new == image.size else image.resize(new, Image.BILINEAR)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -285,7 +295,7 @@ def build_dataset(ds: DictConfig) -> Dataset:
         if ds.limit is not None:
             paths = paths[: ds.limit]
         log.info("%s: %d image files", ds.name, len(paths))
-        return ImageFiles(paths, _image_transform(ds.image_size, celeba), ds.channels)
+        return ImageFiles(paths, ds.image_size, ds.channels, celeba)
     raise DCGANError(f"unknown dataset {ds.name!r}")
 
 
@@ -347,6 +357,7 @@ def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Opti
         collate_fn=collate_images,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
         # the loader's own seed for worker processes comes from here, not the global RNG
         generator=torch.Generator().manual_seed(seed),
     )

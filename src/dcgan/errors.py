@@ -11,13 +11,12 @@ class DCGANError(Exception):
     The message says what is wrong and what to do; entry points print it as one line.
     """
 
-
-EXIT_USER_ERROR = 2
+    exit_code = 2
 
 
 def exit_with(error: DCGANError) -> None:
-    """Print the error as one line on stderr and exit with code 2 (no traceback)."""
+    """Print the error as one line on stderr and exit with its code (2; no traceback)."""
     message = " ".join(str(error).split())
     sys.stderr.write(f"dcgan: error: {message}\n")
     sys.stderr.flush()
-    raise SystemExit(EXIT_USER_ERROR)
+    raise SystemExit(error.exit_code)

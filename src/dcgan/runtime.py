@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import Any
+import signal
+import threading
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from dcgan.errors import DCGANError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,3 +71,52 @@ def restore_rng(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"][: torch.cuda.device_count()]
         torch.cuda.set_rng_state_all(cuda_states)
+
+
+class StopNow(BaseException):
+    """A second Ctrl-C / SIGTERM: leave at once, without another checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the training loop to stop after the current step.
+
+    The first signal only sets `signum` (the loop checks it after each step, then checkpoints
+    and exits); a second one raises StopNow wherever the program is.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise StopNow(signum)
+        self.signum = signum
+        log.warning("%s received: finishing the current step, then saving a checkpoint "
+                    "(send it again to stop at once)", signal.Signals(signum).name)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which stops them cleanly."""
+    for signum in StopSignals.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from dcgan.checkpoint import load_checkpoint, resolve_checkpoint, run_dir_of
+from dcgan.checkpoint import load_checkpoint, load_generator_file, resolve_checkpoint, run_dir_of
 from dcgan.errors import DCGANError, exit_with
 from dcgan.models import Architecture, Generator
 from dcgan.runtime import resolve_device
@@ -23,11 +23,16 @@ log = logging.getLogger("dcgan.sample")
 
 
 def load_generator(checkpoint: Path, device: torch.device) -> Generator:
-    """The generator of a checkpoint, in eval mode (BatchNorm running statistics)."""
-    state = load_checkpoint(checkpoint)
+    """The generator of a training checkpoint or of a generator.safetensors file, in eval
+    mode (BatchNorm running statistics)."""
+    if checkpoint.suffix == ".safetensors":
+        weights, arch = load_generator_file(checkpoint)
+    else:
+        state = load_checkpoint(checkpoint)
+        weights, arch = state["generator"], state["arch"]
     try:
-        generator = Generator(Architecture(**state["arch"]))
-        generator.load_state_dict(state["generator"])
+        generator = Generator(Architecture(**arch))
+        generator.load_state_dict(weights)
     except (TypeError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise DCGANError(f"{checkpoint}: the generator weights do not match the architecture "
@@ -51,7 +56,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         prog="dcgan-sample", description="Write a PNG grid (and optionally one PNG per image) "
         "of samples from a dcgan checkpoint.")
     parser.add_argument("--ckpt", required=True,
-                        help="a checkpoint file, or a run directory (uses checkpoints/last.pt)")
+                        help="a checkpoint (.pt), a generator.safetensors, or a run directory "
+                        "(uses checkpoints/last.pt)")
     parser.add_argument("--n", type=_positive, default=16, help="how many images (default 16)")
     parser.add_argument("--out", type=Path, default=None,
                         help="grid PNG path (default: RUN_DIR/samples/sample_seed<S>_n<N>.png)")
@@ -72,7 +78,7 @@ def _positive(text: str) -> int:
 
 
 def sample(args: argparse.Namespace) -> list[Path]:
-    checkpoint = resolve_checkpoint(args.ckpt)
+    checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
     device = resolve_device(args.device)
     generator = load_generator(checkpoint, device)
     images = generate(generator, args.n, args.seed, device)

@@ -18,7 +18,6 @@ from typing import Optional
 import torch
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
-from torchvision.utils import make_grid
 
 SCALAR_TAGS = {
     "loss_d": "loss/d",
@@ -32,11 +31,17 @@ SCALAR_TAGS = {
 def image_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2
                ) -> torch.Tensor:
     """Images in [-1, 1] (N x C x H x W) -> one uint8 grid C x H' x W' (C kept as 1 or 3)."""
-    images = images.detach().float().cpu()
-    nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
-    grid = make_grid(images, nrow=nrow, padding=padding, normalize=True, value_range=(-1, 1))
-    grid = grid[:1] if images.shape[1] == 1 else grid  # make_grid repeats gray to 3 channels
-    return grid.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    tiles = images_to_uint8(images)
+    n, channels, height, width = tiles.shape
+    nrow = min(nrow or math.ceil(math.sqrt(n)), n)
+    rows = math.ceil(n / nrow)
+    step_y, step_x = height + padding, width + padding
+    grid = torch.zeros((channels, rows * step_y + padding, nrow * step_x + padding),
+                       dtype=torch.uint8)
+    for index, tile in enumerate(tiles):
+        y, x = padding + (index // nrow) * step_y, padding + (index % nrow) * step_x
+        grid[:, y : y + height, x : x + width] = tile
+    return grid
 
 
 def to_pil(image_uint8: torch.Tensor) -> Image.Image:

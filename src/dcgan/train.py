@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -15,41 +16,51 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dcgan.checkpoint import load_checkpoint, resolve_checkpoint, run_dir_of
-from dcgan.config import config_dir, from_plain_dict, register_configs, validate
+from dcgan.checkpoint import load_checkpoint, load_newest_valid, resolve_checkpoint, run_dir_of
+from dcgan.config import apply_resume_overrides, config_dir, register_configs, validate
 from dcgan.data import build_dataset
 from dcgan.errors import DCGANError, exit_with
-from dcgan.runtime import resolve_device, seed_everything
+from dcgan.runtime import StopNow, StopSignals, resolve_device, seed_everything
 from dcgan.tracking import Tracker
-from dcgan.trainer import Trainer
+from dcgan.trainer import Trainer, TrainingStopped
 
 log = logging.getLogger("dcgan")
-
-# Overrides that change the shapes of the networks cannot be applied to a checkpoint.
-ARCHITECTURE_KEYS = ("dataset.channels", "dataset.image_size")
 
 
 def run(cfg: DictConfig, task_overrides: list[str], run_dir: Path) -> None:
     """Train as `cfg` says, in `run_dir`. Raises DCGANError for anything the user can fix."""
-    state: Optional[dict[str, Any]] = None
-    if cfg.resume:
-        checkpoint = resolve_checkpoint(cfg.resume)
-        state = load_checkpoint(checkpoint)
-        cfg = config_for_resume(state["config"], cfg, task_overrides)
-        log.info("resuming from %s (epoch %d, step %d)", checkpoint, state["epoch"], state["step"])
+    resumed = checkpoint_to_resume(cfg, run_dir)
+    state = resumed[1] if resumed else None
+    if state is not None:
+        cfg = apply_resume_overrides(state["config"], cfg, task_overrides)
     validate(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     dataset = build_dataset(cfg.dataset)
     trainer = Trainer(cfg, dataset, run_dir, device)
-    if state is not None:
-        trainer.load_state_dict(state)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if resumed is not None:
+        try:
+            trainer.load_state_dict(state)
+        except DCGANError as error:
+            raise DCGANError(f"cannot resume from {resumed[0]}: {error}") from error
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    except OSError as error:
+        raise DCGANError(f"cannot write to the run directory {run_dir}: {error.strerror}; "
+                         "choose another with hydra.run.dir=...") from error
     log.info("run directory: %s (%d images, device %s)", run_dir, len(dataset), device)
     tracker = Tracker(run_dir, purge_step=trainer.step + 1 if state is not None else None)
     try:
-        trainer.fit(tracker)
+        with StopSignals() as trainer.stop:
+            trainer.fit(tracker)
+    except TrainingStopped as stopped:
+        name = signal.Signals(stopped.signum).name
+        log.warning("stopped by %s at epoch %d, batch %d of the epoch (step %d); saved %s",
+                    name, trainer.epoch + 1, trainer.batch_in_epoch, trainer.step,
+                    stopped.checkpoint)
+        log.warning("resume with: dcgan-train resume=%s", run_dir)
+        raise SystemExit(128 + stopped.signum) from None
     finally:
         tracker.close()
     log.info("done. TensorBoard: tensorboard --logdir %s", run_dir)
@@ -57,33 +68,23 @@ def run(cfg: DictConfig, task_overrides: list[str], run_dir: Path) -> None:
     log.info("continue: dcgan-train resume=%s epochs=%d", run_dir, trainer.epoch + 5)
 
 
-def config_for_resume(saved: dict[str, Any], composed: DictConfig,
-                      task_overrides: list[str]) -> DictConfig:
-    """The checkpoint's config with the user's command-line overrides applied on top.
-
-    Overrides that would change the networks (model.*, channels, image size, another data
-    set) are refused; the rest (epochs, lr, log_every, dataset.root, ...) are applied and logged.
-    """
-    cfg = from_plain_dict(saved)
-    for override in task_overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key == "resume" or key.startswith("hydra."):
-            continue
-        if key in ("dataset", "model"):
-            if value != cfg[key].name:
-                raise DCGANError(f"cannot resume with {key}={value}: the checkpoint was trained "
-                                 f"with {key}={cfg[key].name}")
-            continue
-        old, new = OmegaConf.select(cfg, key), OmegaConf.select(composed, key)
-        if old == new:
-            continue
-        if key.startswith("model.") or key in ARCHITECTURE_KEYS:
-            raise DCGANError(f"cannot resume with {key}={new}: the checkpoint's networks were "
-                             f"built with {key}={old}; start a new run to change the architecture")
-        log.info("resume: %s changed from %s to %s", key, old, new)
-        OmegaConf.update(cfg, key, new, merge=False)
-    cfg.resume = composed.resume
-    return cfg
+def checkpoint_to_resume(cfg: DictConfig, run_dir: Path
+                         ) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The checkpoint `resume` names: none, a path, or "auto" (the run directory's newest
+    checkpoint that loads, or a fresh start if there is none)."""
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        found = load_newest_valid(run_dir)
+        if found is None:
+            log.info("resume=auto: no checkpoint in %s, starting fresh", run_dir)
+            return None
+        checkpoint, state = found
+    else:
+        checkpoint = resolve_checkpoint(cfg.resume)
+        state = load_checkpoint(checkpoint)
+    log.info("resuming from %s (epoch %d, step %d)", checkpoint, state["epoch"], state["step"])
+    return checkpoint, state
 
 
 def route_resume_to_run_dir(argv: list[str]) -> list[str]:
@@ -92,7 +93,7 @@ def route_resume_to_run_dir(argv: list[str]) -> list[str]:
         return argv
     for arg in argv[1:]:
         key, _, value = arg.lstrip("+").partition("=")
-        if key == "resume" and value not in ("", "null"):
+        if key == "resume" and value not in ("", "null", "auto"):
             try:
                 run_dir = run_dir_of(resolve_checkpoint(value))
             except DCGANError:
@@ -112,9 +113,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         run(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
     except DCGANError as error:
         exit_with(error)
-    except KeyboardInterrupt:
-        log.warning("interrupted")
-        raise SystemExit(130) from None
+    except StopNow as stop:
+        log.warning("stopped at once by a second %s; the last checkpoint is intact", stop)
+        raise SystemExit(128 + stop.signum) from None
 
 
 def main() -> None:

@@ -12,18 +12,42 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from dcgan.checkpoint import CHECKPOINT_DIR, LAST, epoch_checkpoint_name, save_checkpoint
+from dcgan.checkpoint import (
+    CHECKPOINT_DIR,
+    GENERATOR_FILE,
+    LAST,
+    epoch_checkpoint_name,
+    prune_numbered,
+    remove_stale_temporaries,
+    save_checkpoint,
+    save_generator,
+    step_checkpoint_name,
+)
 from dcgan.config import to_plain_dict
 from dcgan.data import build_loader
 from dcgan.errors import DCGANError
 from dcgan.losses import discriminator_loss, generator_loss
 from dcgan.models import Architecture, build_models
-from dcgan.runtime import capture_rng, restore_rng
+from dcgan.runtime import StopSignals, capture_rng, restore_rng
 from dcgan.tracking import Tracker, image_grid, progress_text, save_png
 
 log = logging.getLogger(__name__)
 
 N_FIXED_SAMPLES = 16  # the 4x4 grid logged every epoch
+
+
+class TrainingStopped(Exception):
+    """A stop signal was honoured: the state is in `checkpoint`, training can resume."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class NonFiniteLoss(DCGANError):
+    """A loss became NaN or Inf; the state before that update was saved for inspection."""
+
+    exit_code = 3
 
 
 def architecture_from(cfg: DictConfig) -> Architecture:
@@ -48,6 +72,12 @@ class Trainer:
         self.fixed_noise = torch.randn(N_FIXED_SAMPLES, self.arch.nz, 1, 1).to(device)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps (batches) completed
+        self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch stop)
+        # Reading a loss on the host waits for the device: free on the CPU, so check every
+        # step there; on accelerators check only on the logged steps.
+        self.check_every = 1 if device.type == "cpu" else cfg.log_every
+        self.stop = StopSignals()  # replaced by fit()'s caller to honour Ctrl-C / SIGTERM
+        self.checkpoint_dir = run_dir / CHECKPOINT_DIR
         self.loader, self.sampler = build_loader(
             dataset, cfg.batch_size, cfg.seed, cfg.num_workers, pin_memory=device.type == "cuda")
         self.skipped_files: list[str] = []
@@ -62,6 +92,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
             "fixed_noise": self.fixed_noise.cpu(),
             "rng": capture_rng(),
             "config": to_plain_dict(self.cfg),
@@ -74,14 +105,20 @@ class Trainer:
         if saved != self.arch:
             raise DCGANError(f"the checkpoint's networks ({_describe(saved)}) do not match the "
                              f"config ({_describe(self.arch)})")
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise DCGANError(f"its weights do not fit {_describe(self.arch)} ({first_line})"
+                             ) from error
         for optimizer in (self.opt_g, self.opt_d):  # overrides such as lr=... take effect
             for group in optimizer.param_groups:
                 group["lr"], group["betas"] = self.cfg.lr, (self.cfg.beta1, self.cfg.beta2)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.fixed_noise = state["fixed_noise"].to(self.device)
         restore_rng(state["rng"])
 
@@ -101,6 +138,9 @@ class Trainer:
         real_logits = self.discriminator(real)
         fake_logits = self.discriminator(fake.detach())
         loss_d, _, _ = discriminator_loss(real_logits, fake_logits)
+        check_finite = (self.step + 1) % self.check_every == 0
+        if check_finite:
+            self._refuse_non_finite(loss_d, "discriminator loss (loss/d)")
         loss_d.backward()
         self.opt_d.step()
 
@@ -108,6 +148,8 @@ class Trainer:
         self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g = generator_loss(self.discriminator(fake))
+        if check_finite:
+            self._refuse_non_finite(loss_g, "generator loss (loss/g)")
         loss_g.backward()
         self.opt_g.step()
         self.discriminator.requires_grad_(True)
@@ -119,26 +161,47 @@ class Trainer:
             "fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
         }
 
+    def _refuse_non_finite(self, loss: torch.Tensor, which: str) -> None:
+        if torch.isfinite(loss).item():
+            return
+        step = self.step + 1
+        path = self.checkpoint_dir / f"nonfinite_step_{step}.pt"
+        save_checkpoint(self.state_dict(), [path])  # the state before this update
+        raise NonFiniteLoss(
+            f"the {which} became {loss.item()} at step {step} (epoch {self.epoch + 1}); "
+            f"the state before it is in {path} and the last good checkpoint is untouched; "
+            "try a lower lr, or resume from the last checkpoint")
+
     # -- one epoch ---------------------------------------------------------------------------
 
     def train_epoch(self, tracker: Tracker) -> None:
-        self.sampler.set_epoch(self.epoch)
+        """Train the rest of the current epoch (all of it, unless resuming mid-epoch)."""
+        batches = len(self.loader.dataset) // self.cfg.batch_size
+        self.sampler.set_epoch(self.epoch, start_index=self.batch_in_epoch * self.cfg.batch_size)
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
-                   total=len(self.loader), unit="batch", dynamic_ncols=True, mininterval=1.0)
+                   initial=self.batch_in_epoch, total=batches, unit="batch",
+                   dynamic_ncols=True, mininterval=1.0)
         window = _MetricWindow()
-        for batch_index, (real, bad_paths) in enumerate(bar):
+        for real, bad_paths in bar:
             self._note_bad_files(bad_paths)
-            if real.shape[0] < 2:
-                continue  # BatchNorm needs two images; only happens when a batch was unreadable
-            window.add(self.train_step(real), real.shape[0])
-            self.step += 1
-            last_batch = batch_index == len(self.loader) - 1
-            if window.steps and (self.step % self.cfg.log_every == 0 or last_batch):
+            if real.shape[0] >= 2:  # BatchNorm needs two images; fewer only if files were bad
+                window.add(self.train_step(real), real.shape[0])
+                self.step += 1
+            self.batch_in_epoch += 1
+            last_batch = self.batch_in_epoch == batches
+            if window.steps and (self.step % self.cfg.log_every == 0 or last_batch
+                                 or self.stop.requested):
                 values = window.read_and_reset()
                 tracker.scalars(self.step, values)
                 bar.set_postfix(progress_text(values), refresh=False)
+            if self.stop.requested:
+                bar.close()
+                raise TrainingStopped(self.stop.signum, self.save())
+            if self.cfg.ckpt_every_steps and self.step % self.cfg.ckpt_every_steps == 0:
+                self.save(step_checkpoint_name(self.step))
         bar.close()
         self.epoch += 1
+        self.batch_in_epoch = 0
         self._report_bad_files()
 
     def _note_bad_files(self, bad_paths: list[str]) -> None:
@@ -177,17 +240,27 @@ class Trainer:
         if reals:
             tracker.grid("samples/real", image_grid(torch.stack(reals), nrow=4), self.step)
 
+    def save(self, *numbered: str) -> Path:
+        """Write last.pt (and the numbered names given), the shareable generator, then prune."""
+        folder = self.checkpoint_dir
+        save_checkpoint(self.state_dict(), [*(folder / name for name in numbered), folder / LAST])
+        save_generator(self.generator.state_dict(), self.arch.as_dict(), folder / GENERATOR_FILE,
+                       epoch=self.epoch, step=self.step)
+        prune_numbered(folder, self.cfg.keep_last)
+        return folder / LAST
+
     def end_of_epoch(self, tracker: Tracker) -> None:
         grid = image_grid(self.fixed_samples(), nrow=4)
         tracker.grid("samples/fixed", grid, self.step)
         save_png(grid, self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
-        checkpoints = self.run_dir / CHECKPOINT_DIR
-        save_checkpoint(self.state_dict(),
-                        [checkpoints / epoch_checkpoint_name(self.epoch), checkpoints / LAST])
+        self.save(epoch_checkpoint_name(self.epoch))
 
     # -- the whole run -----------------------------------------------------------------------
 
     def fit(self, tracker: Tracker) -> None:
+        """Train up to cfg.epochs. Raises TrainingStopped when `self.stop` asks for it."""
+        if self.checkpoint_dir.is_dir():
+            remove_stale_temporaries(self.checkpoint_dir)
         if self.epoch >= self.cfg.epochs:
             log.info("already trained %d of epochs=%d; raise epochs to train more",
                      self.epoch, self.cfg.epochs)
