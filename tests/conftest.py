@@ -58,13 +58,20 @@ def cli():
     return run_cli
 
 
-def user_error_line(result: subprocess.CompletedProcess) -> str:
-    """Assert the process failed as a user error: exit 2, one line on stderr, no traceback."""
+def user_error_line(result: subprocess.CompletedProcess, during_training: bool = False) -> str:
+    """Assert the process failed as a user error: exit 2, one error line, no traceback.
+
+    Before training starts the error is all there is on stderr; during training the progress
+    bar came before it, and the error is the last line.
+    """
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    return lines[0]
+    errors = [line for line in lines if line.startswith("dcgan: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    if not during_training:
+        assert len(lines) == 1, lines
+    return errors[0]
 
 
 @pytest.fixture

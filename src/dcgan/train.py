@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -118,8 +119,25 @@ def _hydra_main(cfg: DictConfig) -> None:
         raise SystemExit(128 + stop.signum) from None
 
 
+def check_output_dir(argv: list[str]) -> None:
+    """Refuse a run directory that cannot be created, before Hydra fails on it with a trace."""
+    if any(arg in ("--help", "-h", "--cfg", "-c", "--info", "--multirun", "-m", "--hydra-help")
+           for arg in argv[1:]):
+        return
+    explicit = [arg.partition("=")[2] for arg in argv if arg.startswith("hydra.run.dir=")]
+    target = Path(explicit[-1] if explicit else "runs").expanduser()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if not os.access(target, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        exit_with(DCGANError(f"cannot create the run directory {target}: "
+                             f"{error.strerror or error}; choose another with hydra.run.dir=..."))
+
+
 def main() -> None:
     sys.argv = route_resume_to_run_dir(sys.argv)
+    check_output_dir(sys.argv)
     _hydra_main()
 
 
