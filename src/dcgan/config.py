@@ -43,6 +43,20 @@ class BadImagePolicy(str, Enum):
     error = "error"
 
 
+class Precision(str, Enum):
+    auto = "auto"  # bf16 autocast on CUDA GPUs that support it, fp32 elsewhere
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"  # with a GradScaler per network
+
+
+class AdamImpl(str, Enum):
+    auto = "auto"  # fused where torch has it for the device (CPU, CUDA), else foreach
+    fused = "fused"
+    foreach = "foreach"
+    for_loop = "for_loop"  # the textbook single-tensor implementation
+
+
 @dataclass
 class DatasetConfig:
     name: str = MISSING
@@ -54,6 +68,8 @@ class DatasetConfig:
     download: bool = False  # mnist only: fetch the IDX files when they are missing
     size: int = 2048  # fake only: how many random images
     on_bad_image: BadImagePolicy = BadImagePolicy.skip  # folder/celeba: an unreadable file
+    cache: bool = False  # folder/celeba: decode once into a uint8 array file (dcgan-prepare)
+    cache_dir: str = "data/cache"  # where decoded-image caches live
 
 
 @dataclass
@@ -80,6 +96,12 @@ class TrainConfig:
     resume: Optional[str] = None  # a checkpoint file, a run directory, or "auto"
     ckpt_every_steps: int = 0  # extra step checkpoints every N steps; 0 = only per epoch
     keep_last: int = 3  # numbered checkpoints of each kind to keep; 0 = keep all
+    # speed: each default is the fast choice measured on its device (README "Performance")
+    precision: Precision = Precision.auto
+    channels_last: bool = True  # NHWC convolutions: faster on CPUs and tensor cores
+    compile: bool = False  # torch.compile both networks (pays on GPUs for long runs)
+    adam: AdamImpl = AdamImpl.auto
+    cpu_threads: Optional[int] = None  # torch intra-op threads on the CPU; null = torch's choice
 
 
 def register_configs() -> None:
@@ -103,6 +125,8 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.ckpt_every_steps >= 0,
              f"ckpt_every_steps must be 0 (only per epoch) or more, got {cfg.ckpt_every_steps}")
     _require(cfg.keep_last >= 0, f"keep_last must be 0 (keep all) or more, got {cfg.keep_last}")
+    _require(cfg.cpu_threads is None or cfg.cpu_threads >= 1,
+             f"cpu_threads must be at least 1 (or null), got {cfg.cpu_threads}")
     for name in ("nz", "ngf", "ndf"):
         value = cfg.model[name]
         _require(value >= 1, f"model.{name} must be at least 1, got {value}")

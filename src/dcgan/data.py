@@ -295,7 +295,12 @@ def build_dataset(ds: DictConfig) -> Dataset:
         if ds.limit is not None:
             paths = paths[: ds.limit]
         log.info("%s: %d image files", ds.name, len(paths))
-        return ImageFiles(paths, ds.image_size, ds.channels, celeba)
+        files = ImageFiles(paths, ds.image_size, ds.channels, celeba)
+        if ds.cache:
+            from dcgan.cache import cached_dataset  # the cache builds on this module
+
+            return cached_dataset(ds, files)
+        return files
     raise DCGANError(f"unknown dataset {ds.name!r}")
 
 
@@ -335,7 +340,7 @@ def collate_images(items: list) -> tuple[torch.Tensor, list[str]]:
 
 def default_workers(dataset: Dataset) -> int:
     """No workers for data already in memory; otherwise leave one core for the training step."""
-    if isinstance(dataset, (TensorImages, FakeImages)):
+    if not isinstance(dataset, ImageFiles):  # in memory or memory-mapped: nothing to decode
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 

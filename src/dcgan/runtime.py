@@ -32,6 +32,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_backends(device: torch.device, cpu_threads: Optional[int]) -> None:
+    """cuDNN picks the fastest convolution algorithms for our fixed shapes; CPU threads as asked."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

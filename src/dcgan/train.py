@@ -21,7 +21,13 @@ from dcgan.checkpoint import load_checkpoint, load_newest_valid, resolve_checkpo
 from dcgan.config import apply_resume_overrides, config_dir, register_configs, validate
 from dcgan.data import build_dataset
 from dcgan.errors import DCGANError, exit_with
-from dcgan.runtime import StopNow, StopSignals, resolve_device, seed_everything
+from dcgan.runtime import (
+    StopNow,
+    StopSignals,
+    configure_backends,
+    resolve_device,
+    seed_everything,
+)
 from dcgan.tracking import Tracker
 from dcgan.trainer import Trainer, TrainingStopped
 
@@ -36,6 +42,7 @@ def run(cfg: DictConfig, task_overrides: list[str], run_dir: Path) -> None:
         cfg = apply_resume_overrides(state["config"], cfg, task_overrides)
     validate(cfg)
     device = resolve_device(cfg.device)
+    configure_backends(device, cfg.cpu_threads)
     seed_everything(cfg.seed)
     dataset = build_dataset(cfg.dataset)
     trainer = Trainer(cfg, dataset, run_dir, device)
