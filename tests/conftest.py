@@ -37,7 +37,8 @@ def _command(name: str) -> list[str]:
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
-    module = {"dcgan-train": "dcgan.train", "dcgan-sample": "dcgan.sample"}[name]
+    module = {"dcgan-train": "dcgan.train", "dcgan-sample": "dcgan.sample",
+              "dcgan-prepare": "dcgan.prepare", "dcgan-export": "dcgan.export"}[name]
     return [sys.executable, "-m", module]
 
 

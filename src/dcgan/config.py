@@ -78,6 +78,7 @@ class ModelConfig:
     nz: int = 100  # length of the latent vector z
     ngf: int = 64  # generator feature maps in the last block
     ndf: int = 64  # discriminator feature maps in the first block
+    sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over all processes
 
 
 @dataclass
@@ -102,6 +103,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile both networks (pays on GPUs for long runs)
     adam: AdamImpl = AdamImpl.auto
     cpu_threads: Optional[int] = None  # torch intra-op threads on the CPU; null = torch's choice
+    ddp_check_every: int = 0  # torchrun: every N steps verify all ranks hold identical weights
 
 
 def register_configs() -> None:
@@ -125,6 +127,7 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.ckpt_every_steps >= 0,
              f"ckpt_every_steps must be 0 (only per epoch) or more, got {cfg.ckpt_every_steps}")
     _require(cfg.keep_last >= 0, f"keep_last must be 0 (keep all) or more, got {cfg.keep_last}")
+    _require(cfg.ddp_check_every >= 0, f"ddp_check_every must be 0 or more, got {cfg.ddp_check_every}")
     _require(cfg.cpu_threads is None or cfg.cpu_threads >= 1,
              f"cpu_threads must be at least 1 (or null), got {cfg.cpu_threads}")
     for name in ("nz", "ngf", "ndf"):
@@ -175,6 +178,7 @@ def from_plain_dict(values: dict[str, Any]) -> DictConfig:
 
 # Overrides that change the shapes of the networks cannot be applied to a checkpoint.
 ARCHITECTURE_KEYS = ("dataset.channels", "dataset.image_size")
+RESUMABLE_MODEL_KEYS = ("model.sync_bn",)  # change how BatchNorm syncs, not the weights
 
 
 def apply_resume_overrides(saved: dict[str, Any], composed: DictConfig,
@@ -197,7 +201,7 @@ def apply_resume_overrides(saved: dict[str, Any], composed: DictConfig,
         old, new = OmegaConf.select(cfg, key), OmegaConf.select(composed, key)
         if old == new:
             continue
-        if key.startswith("model.") or key in ARCHITECTURE_KEYS:
+        if (key.startswith("model.") and key not in RESUMABLE_MODEL_KEYS) or key in ARCHITECTURE_KEYS:
             raise DCGANError(f"cannot resume with {key}={new}: the checkpoint's networks were "
                              f"built with {key}={old}; start a new run to change the architecture")
         log.info("resume: %s changed from %s to %s", key, old, new)

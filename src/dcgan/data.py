@@ -13,6 +13,7 @@ so a resumed run sees exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import os
 import struct
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dcgan.errors import DCGANError
 from dcgan.runtime import ignore_stop_signals
@@ -304,29 +305,28 @@ def build_dataset(ds: DictConfig) -> Dataset:
     raise DCGANError(f"unknown dataset {ds.name!r}")
 
 
-class EpochShuffle(Sampler[int]):
-    """A fresh permutation each epoch, drawn from (seed, epoch) alone.
+class EpochShuffle(DistributedSampler):
+    """A fresh permutation each epoch, drawn from (seed, epoch) alone; under torchrun each rank
+    takes its own disjoint share of it (this is torch's DistributedSampler).
 
     The order never touches torch's global RNG, so resuming at any epoch (or batch, via
     `start_index`) reproduces exactly the order an uninterrupted run would have used.
     """
 
-    def __init__(self, length: int, seed: int):
-        self.length, self.seed = length, seed
-        self.epoch, self.start_index = 0, 0
+    def __init__(self, length: int, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(length), num_replicas=num_replicas, rank=rank, shuffle=True,
+                         seed=seed, drop_last=True)
+        self.start_index = 0
 
     def set_epoch(self, epoch: int, start_index: int = 0) -> None:
-        self.epoch, self.start_index = epoch, start_index
-
-    def order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.length, generator=generator)
+        super().set_epoch(epoch)
+        self.start_index = start_index
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order(self.epoch)[self.start_index :].tolist())
+        return itertools.islice(super().__iter__(), self.start_index, None)
 
     def __len__(self) -> int:
-        return self.length - self.start_index
+        return super().__len__() - self.start_index
 
 
 def collate_images(items: list) -> tuple[torch.Tensor, list[str]]:
@@ -346,13 +346,18 @@ def default_workers(dataset: Dataset) -> int:
 
 
 def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Optional[int],
-                 pin_memory: bool = False) -> tuple[DataLoader, EpochShuffle]:
-    """A loader of full batches (the last partial batch is dropped: BatchNorm needs a batch)."""
-    if len(dataset) < batch_size:
+                 pin_memory: bool = False, num_replicas: int = 1, rank: int = 0
+                 ) -> tuple[DataLoader, EpochShuffle]:
+    """A loader of full batches (the last partial batch is dropped: BatchNorm needs a batch).
+
+    Under torchrun, batch_size is per process: each step consumes num_replicas x batch_size.
+    """
+    if len(dataset) < batch_size * num_replicas:
         raise DCGANError(f"the data set has {len(dataset)} images, fewer than batch_size="
-                         f"{batch_size}; lower batch_size or add images")
+                         f"{batch_size} x {num_replicas} process(es); lower batch_size or add "
+                         "images")
     workers = default_workers(dataset) if num_workers is None else num_workers
-    sampler = EpochShuffle(len(dataset), seed)
+    sampler = EpochShuffle(len(dataset), seed, num_replicas, rank)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

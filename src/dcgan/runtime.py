@@ -16,15 +16,16 @@ from dcgan.errors import DCGANError
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda, else mps, else cpu; an explicit device that is absent is a user error."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto -> cuda, else mps, else cpu; an explicit device that is absent is a user error.
+
+    Under torchrun each process gets the GPU of its local rank.
+    """
     name = str(getattr(name, "value", name))
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise DCGANError("device=cuda was asked for but no CUDA GPU is available; use device=auto")
     if name == "mps" and not torch.backends.mps.is_available():

@@ -1,6 +1,7 @@
 """`dcgan-sample`: images from a trained generator.
 
     dcgan-sample --ckpt runs/celeba/2026-11-22_10-00-00 --n 64 --out faces.png --seed 1
+    dcgan-sample --ckpt runs/celeba/2026-11-22_10-00-00 --interpolate 8 --out walk.png
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from dcgan.checkpoint import load_checkpoint, load_generator_file, resolve_check
 from dcgan.errors import DCGANError, exit_with
 from dcgan.models import Architecture, Generator
 from dcgan.runtime import resolve_device
-from dcgan.tracking import image_grid, images_to_uint8, save_png
+from dcgan.tracking import image_grid, images_to_uint8, save_png, to_pil
 
 log = logging.getLogger("dcgan.sample")
+
+GIF_FRAME_MS = 120
+# Above this |cos| of the angle between two latents slerp's 1/sin(angle) loses precision.
+PARALLEL_COS = 0.9995
 
 
 def load_generator(checkpoint: Path, device: torch.device) -> Generator:
@@ -46,9 +51,55 @@ def generate(generator: Generator, n: int, seed: int, device: torch.device,
     """n images in [-1, 1]; the noise comes from its own CPU generator, so a seed fixes them."""
     rng = torch.Generator().manual_seed(seed)
     noise = torch.randn(n, generator.arch.nz, 1, 1, generator=rng)
+    return _in_batches(generator, noise, device, batch_size)
+
+
+@torch.no_grad()
+def _in_batches(generator: Generator, noise: torch.Tensor, device: torch.device,
+                batch_size: int) -> torch.Tensor:
     parts = [generator(noise[i : i + batch_size].to(device)).cpu()
-             for i in range(0, n, batch_size)]
+             for i in range(0, len(noise), batch_size)]
     return torch.cat(parts)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation from z0 (t=0) to z1 (t=1), each tensor taken as one vector.
+
+    The point moves along the great circle at a constant angular speed: the angle to z0 is
+    t times the angle between z0 and z1, and where |z0| == |z1| the norm stays the same
+    (a straight line would cut through the low-density middle of the Gaussian). Nearly
+    parallel (or opposite) vectors, and a zero vector, fall back to linear interpolation.
+    """
+    a, b = z0.double().flatten(), z1.double().flatten()
+    norms = float(a.norm() * b.norm())
+    cos = float(a @ b) / norms if norms > 0 else 1.0
+    if abs(cos) > PARALLEL_COS:
+        return (1.0 - t) * z0 + t * z1
+    angle = math.acos(cos)
+    return (math.sin((1.0 - t) * angle) * z0 + math.sin(t * angle) * z1) / math.sin(angle)
+
+
+def interpolation_noise(nz: int, frames: int, seed: int) -> torch.Tensor:
+    """frames x nz x 1 x 1 latents on the slerp path between two draws of the seed; the
+    endpoints are the noise `generate` uses for its first two images with the same seed."""
+    rng = torch.Generator().manual_seed(seed)
+    z0, z1 = torch.randn(2, nz, 1, 1, generator=rng)
+    return torch.stack([slerp(z0, z1, i / (frames - 1)) for i in range(frames)])
+
+
+def interpolate(generator: Generator, frames: int, seed: int, device: torch.device,
+                batch_size: int = 256) -> torch.Tensor:
+    """frames images in [-1, 1] along the slerp path between two latents drawn from seed."""
+    noise = interpolation_noise(generator.arch.nz, frames, seed)
+    return _in_batches(generator, noise, device, batch_size)
+
+
+def save_gif(images: torch.Tensor, path: Path, frame_ms: int = GIF_FRAME_MS) -> None:
+    """Images in [-1, 1] as an endlessly looping animated GIF, one frame per image."""
+    frames = [to_pil(image) for image in images_to_uint8(images)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=frame_ms, loop=0)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -58,11 +109,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--ckpt", required=True,
                         help="a checkpoint (.pt), a generator.safetensors, or a run directory "
                         "(uses checkpoints/last.pt)")
-    parser.add_argument("--n", type=_positive, default=16, help="how many images (default 16)")
+    parser.add_argument("--n", type=_positive, default=16,
+                        help="how many images (default 16; ignored with --interpolate)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="grid PNG path (default: RUN_DIR/samples/sample_seed<S>_n<N>.png)")
+                        help="grid PNG path (default: RUN_DIR/samples/sample_seed<S>_n<N>.png, "
+                        "or RUN_DIR/samples/interp_seed<S>_k<K>.png with --interpolate)")
     parser.add_argument("--nrow", type=_positive, default=None,
-                        help="images per grid row (default ceil(sqrt(n)))")
+                        help="images per grid row (default ceil(sqrt(n)); ignored with "
+                        "--interpolate)")
+    parser.add_argument("--interpolate", type=_frame_count, default=None, metavar="K",
+                        help="instead of --n random images, K >= 2 frames of a spherical "
+                        "interpolation between two latents drawn from --seed: a one-row PNG "
+                        "strip at --out and an animated GIF beside it (same name, .gif)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="also write each image as DIR/sample_00000.png, ...")
@@ -77,23 +135,52 @@ def _positive(text: str) -> int:
     return value
 
 
+def _frame_count(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"an interpolation needs at least 2 frames, got {value}")
+    return value
+
+
+def _default_out(checkpoint: Path, args: argparse.Namespace) -> Path:
+    name = (f"interp_seed{args.seed}_k{args.interpolate}.png" if args.interpolate
+            else f"sample_seed{args.seed}_n{args.n}.png")
+    return run_dir_of(checkpoint) / "samples" / name
+
+
 def sample(args: argparse.Namespace) -> list[Path]:
+    """Write the grid (or the interpolation strip and its GIF) and any single images; returns
+    the paths written, the grid or strip first."""
     checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
+    out = args.out or _default_out(checkpoint, args)
+    if args.interpolate and out.suffix.lower() == ".gif":
+        raise DCGANError(f"--out {out}: with --interpolate, --out is the PNG strip and the GIF "
+                         "is written beside it; give a .png path")
     device = resolve_device(args.device)
     generator = load_generator(checkpoint, device)
-    images = generate(generator, args.n, args.seed, device)
-    out = args.out or run_dir_of(checkpoint) / "samples" / f"sample_seed{args.seed}_n{args.n}.png"
-    nrow = args.nrow or math.ceil(math.sqrt(args.n))
-    written = [out]
+    if args.interpolate:
+        images = interpolate(generator, args.interpolate, args.seed, device)
+        nrow = args.interpolate  # one row: the strip
+    else:
+        images = generate(generator, args.n, args.seed, device)
+        nrow = args.nrow or math.ceil(math.sqrt(args.n))
     try:
-        save_png(image_grid(images, nrow=nrow), out)
-        if args.out_dir is not None:
-            for index, image in enumerate(images_to_uint8(images)):
-                path = args.out_dir / f"sample_{index:05d}.png"
-                save_png(image, path)
-                written.append(path)
+        return _write(images, nrow, out, args)
     except OSError as error:
         raise DCGANError(f"cannot write samples: {error}") from error
+
+
+def _write(images: torch.Tensor, nrow: int, out: Path, args: argparse.Namespace) -> list[Path]:
+    save_png(image_grid(images, nrow=nrow), out)
+    written = [out]
+    if args.interpolate:
+        save_gif(images, out.with_suffix(".gif"))
+        written.append(out.with_suffix(".gif"))
+    if args.out_dir is not None:
+        for index, image in enumerate(images_to_uint8(images)):
+            path = args.out_dir / f"sample_{index:05d}.png"
+            save_png(image, path)
+            written.append(path)
     return written
 
 
@@ -104,8 +191,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         written = sample(args)
     except DCGANError as error:
         exit_with(error)
-    extra = f" and {len(written) - 1} images in {args.out_dir}" if args.out_dir else ""
-    log.info("wrote %s%s", written[0], extra)
+    log.info("wrote %s", _summary(args, written))
+
+
+def _summary(args: argparse.Namespace, written: list[Path]) -> str:
+    files = (f"{written[0]} and {written[1]} ({args.interpolate} frames)" if args.interpolate
+             else str(written[0]))
+    singles = args.interpolate or args.n
+    return files + (f" and {singles} images in {args.out_dir}" if args.out_dir else "")
 
 
 if __name__ == "__main__":

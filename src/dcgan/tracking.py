@@ -58,7 +58,7 @@ def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def save_png(image_uint8: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(image_uint8).save(path)
+    to_pil(image_uint8).save(path, format="PNG")  # PNG whatever the name ends with
 
 
 class Tracker:
@@ -92,3 +92,22 @@ def progress_text(values: dict[str, float]) -> dict[str, str]:
         "D(G(z))": f"{values['fake_prob']:.2f}",
         "img/s": f"{values['img_per_s']:.0f}",
     }
+
+
+class NullTracker(Tracker):
+    """What ranks other than 0 log to under torchrun: nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def grid(self, tag: str, grid_uint8: torch.Tensor, step: int) -> None:
+        pass
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

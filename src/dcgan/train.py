@@ -6,21 +6,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dcgan.checkpoint import load_checkpoint, load_newest_valid, resolve_checkpoint, run_dir_of
 from dcgan.config import apply_resume_overrides, config_dir, register_configs, validate
 from dcgan.data import build_dataset
 from dcgan.errors import DCGANError, exit_with
+from dcgan import distributed
+from dcgan.distributed import SINGLE, Distributed
+from dcgan.sweep import SUMMARY_FILE
 from dcgan.runtime import (
     StopNow,
     StopSignals,
@@ -28,37 +35,43 @@ from dcgan.runtime import (
     resolve_device,
     seed_everything,
 )
-from dcgan.tracking import Tracker
+from dcgan.tracking import NullTracker, Tracker
 from dcgan.trainer import Trainer, TrainingStopped
 
 log = logging.getLogger("dcgan")
 
 
-def run(cfg: DictConfig, task_overrides: list[str], run_dir: Path) -> None:
-    """Train as `cfg` says, in `run_dir`. Raises DCGANError for anything the user can fix."""
+def run(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
+        layout: Distributed = SINGLE) -> None:
+    """Train as `cfg` says, in `run_dir`. Raises DCGANError for anything the user can fix.
+
+    Under torchrun every rank runs this; rank 0 alone writes files.
+    """
     resumed = checkpoint_to_resume(cfg, run_dir)
     state = resumed[1] if resumed else None
     if state is not None:
         cfg = apply_resume_overrides(state["config"], cfg, task_overrides)
     validate(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, layout.local_rank)
     configure_backends(device, cfg.cpu_threads)
-    seed_everything(cfg.seed)
+    if layout.enabled and cfg.model.sync_bn and device.type != "cuda":
+        raise DCGANError("model.sync_bn=true needs CUDA GPUs (SyncBatchNorm); drop it on the CPU")
+    seed_everything(cfg.seed + layout.rank)  # each rank its own noise; DDP syncs the weights
     dataset = build_dataset(cfg.dataset)
-    trainer = Trainer(cfg, dataset, run_dir, device)
+    trainer = Trainer(cfg, dataset, run_dir, device, layout)
     if resumed is not None:
         try:
             trainer.load_state_dict(state)
         except DCGANError as error:
             raise DCGANError(f"cannot resume from {resumed[0]}: {error}") from error
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    except OSError as error:
-        raise DCGANError(f"cannot write to the run directory {run_dir}: {error.strerror}; "
-                         "choose another with hydra.run.dir=...") from error
-    log.info("run directory: %s (%d images, device %s)", run_dir, len(dataset), device)
-    tracker = Tracker(run_dir, purge_step=trainer.step + 1 if state is not None else None)
+    if layout.is_main:
+        write_config(run_dir, cfg)
+    log.info("run directory: %s (%d images, device %s%s)", run_dir, len(dataset), device,
+             f", {layout.world_size} processes, global batch {cfg.batch_size * layout.world_size}"
+             if layout.enabled else "")
+    tracker = (Tracker(run_dir, purge_step=trainer.step + 1 if state is not None else None)
+               if layout.is_main else NullTracker())
+    started = time.perf_counter()
     try:
         with StopSignals() as trainer.stop:
             trainer.fit(tracker)
@@ -71,9 +84,28 @@ def run(cfg: DictConfig, task_overrides: list[str], run_dir: Path) -> None:
         raise SystemExit(128 + stopped.signum) from None
     finally:
         tracker.close()
+    if not layout.is_main:
+        return
+    write_summary(run_dir, trainer, time.perf_counter() - started)
     log.info("done. TensorBoard: tensorboard --logdir %s", run_dir)
     log.info("samples: dcgan-sample --ckpt %s --n 16", run_dir)
     log.info("continue: dcgan-train resume=%s epochs=%d", run_dir, trainer.epoch + 5)
+
+
+def write_config(run_dir: Path, cfg: DictConfig) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    except OSError as error:
+        raise DCGANError(f"cannot write to the run directory {run_dir}: {error.strerror}; "
+                         "choose another with hydra.run.dir=...") from error
+
+
+def write_summary(run_dir: Path, trainer: Trainer, seconds: float) -> None:
+    """RUN_DIR/summary.json: where training ended and its last logged metrics (for sweeps)."""
+    summary = {"epoch": trainer.epoch, "step": trainer.step, "seconds": round(seconds, 1),
+               **{key: round(value, 5) for key, value in trainer.last_metrics.items()}}
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def checkpoint_to_resume(cfg: DictConfig, run_dir: Path
@@ -118,8 +150,12 @@ register_configs()
 def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     try:
-        run(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
+        run(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir),
+            distributed.from_environment())
     except DCGANError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job does not end the sweep
+            log.error("job %s failed: %s", hydra_cfg.job.num, error)
+            return
         exit_with(error)
     except StopNow as stop:
         log.warning("stopped at once by a second %s; the last checkpoint is intact", stop)
@@ -142,10 +178,32 @@ def check_output_dir(argv: list[str]) -> None:
                              f"{error.strerror or error}; choose another with hydra.run.dir=..."))
 
 
+def distributed_arguments(argv: list[str], layout: Distributed) -> list[str]:
+    """Under torchrun: one run directory for all ranks (rank 0's timestamp), and Hydra's own
+    files and log written by rank 0 only."""
+    if not layout.enabled:
+        return argv
+    if not any(arg.startswith("hydra.run.dir=") for arg in argv):
+        stamp = distributed.broadcast_object(time.strftime("%Y-%m-%d_%H-%M-%S"), layout)
+        argv = [*argv, f"hydra.run.dir=runs/${{dataset.name}}/{stamp}"]
+    if not layout.is_main:
+        argv = [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return argv
+
+
 def main() -> None:
-    sys.argv = route_resume_to_run_dir(sys.argv)
-    check_output_dir(sys.argv)
-    _hydra_main()
+    layout = distributed.from_environment()
+    try:
+        distributed.start(layout, use_cuda=torch.cuda.is_available()
+                          and "device=cpu" not in sys.argv)
+    except DCGANError as error:
+        exit_with(error)
+    try:
+        sys.argv = distributed_arguments(route_resume_to_run_dir(sys.argv), layout)
+        check_output_dir(sys.argv)
+        _hydra_main()
+    finally:
+        distributed.stop()
 
 
 if __name__ == "__main__":

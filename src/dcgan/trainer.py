@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -28,7 +31,15 @@ from dcgan.data import build_loader
 from dcgan.errors import DCGANError
 from dcgan.losses import discriminator_loss, generator_loss
 from dcgan.models import Architecture, build_models
-from dcgan.runtime import StopSignals, capture_rng, restore_rng
+from dcgan.distributed import (
+    SINGLE,
+    Distributed,
+    any_rank,
+    barrier,
+    gather_objects,
+    weights_digest,
+)
+from dcgan.runtime import StopSignals, capture_rng, restore_rng, seed_everything
 from dcgan.tracking import Tracker, image_grid, progress_text, save_png
 
 log = logging.getLogger(__name__)
@@ -58,19 +69,20 @@ def architecture_from(cfg: DictConfig) -> Architecture:
 class Trainer:
     """Owns the networks, their optimisers and the position in training (epoch, step)."""
 
-    def __init__(self, cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torch.device):
+    def __init__(self, cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torch.device,
+                 layout: Distributed = SINGLE):
         self.cfg, self.dataset, self.run_dir, self.device = cfg, dataset, run_dir, device
+        self.layout = layout
         self.arch = architecture_from(cfg)
         # channels_last makes the convolutions ~40% faster on CPU and suits tensor cores
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         generator, discriminator = build_models(self.arch)
+        if layout.enabled and cfg.model.sync_bn:
+            generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+            discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
         self.generator = generator.to(device, memory_format=self.memory_format)
         self.discriminator = discriminator.to(device, memory_format=self.memory_format)
-        # what the step calls: the modules themselves, or their compiled versions
-        self.g_forward, self.d_forward = self.generator, self.discriminator
-        if cfg.compile:
-            self.g_forward = torch.compile(self.generator)
-            self.d_forward = torch.compile(self.discriminator)
+        self._build_forwards()
         self.opt_g = make_adam(self.generator, cfg, device)
         self.opt_d = make_adam(self.discriminator, cfg, device)
         self.autocast_dtype = autocast_dtype(str(cfg.precision.value), device)
@@ -88,8 +100,25 @@ class Trainer:
         self.stop = StopSignals()  # replaced by fit()'s caller to honour Ctrl-C / SIGTERM
         self.checkpoint_dir = run_dir / CHECKPOINT_DIR
         self.loader, self.sampler = build_loader(
-            dataset, cfg.batch_size, cfg.seed, cfg.num_workers, pin_memory=device.type == "cuda")
+            dataset, cfg.batch_size, cfg.seed, cfg.num_workers, pin_memory=device.type == "cuda",
+            num_replicas=layout.world_size, rank=layout.rank)
         self.skipped_files: list[str] = []
+        self.last_metrics: dict[str, float] = {}  # the newest logged window, for summaries
+
+    def _build_forwards(self) -> None:
+        """What the step calls: the modules, compiled if asked, and DDP-wrapped under torchrun.
+
+        The G step calls D's plain module: D is frozen there, and DistributedDataParallel
+        would otherwise wait for D gradients that never come.
+        """
+        g_forward, d_forward = self.generator, self.discriminator
+        if self.layout.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            g_forward = DistributedDataParallel(self.generator, device_ids=device_ids)
+            d_forward = DistributedDataParallel(self.discriminator, device_ids=device_ids)
+        compile_ = torch.compile if self.cfg.compile else (lambda module: module)
+        self.g_forward, self.d_forward = compile_(g_forward), compile_(d_forward)
+        self.d_frozen_forward = compile_(self.discriminator) if self.layout.enabled else self.d_forward
 
     # -- state -------------------------------------------------------------------------------
 
@@ -106,6 +135,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "fixed_noise": self.fixed_noise.cpu(),
             "rng": capture_rng(),
+            "rng_per_rank": gather_objects(capture_rng(), self.layout),
             "config": to_plain_dict(self.cfg),
             "arch": self.arch.as_dict(),
         }
@@ -134,7 +164,14 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.fixed_noise = state["fixed_noise"].to(self.device)
-        restore_rng(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        if self.layout.enabled and per_rank and len(per_rank) == self.layout.world_size:
+            restore_rng(per_rank[self.layout.rank])
+        elif self.layout.enabled:
+            # another world size: fresh, distinct noise streams per rank, still reproducible
+            seed_everything(self.cfg.seed + self.layout.rank + 7919 * self.step)
+        else:
+            restore_rng(state["rng"])
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -162,7 +199,7 @@ class Trainer:
         # G step on the same fake batch; D is frozen so no gradient is spent on its weights
         self.discriminator.requires_grad_(False)
         with self.autocast():
-            fake_logits_g = self.d_forward(fake)
+            fake_logits_g = self.d_frozen_forward(fake)
         loss_g = generator_loss(fake_logits_g)
         if check_finite:
             self._refuse_non_finite(loss_g, "generator loss (loss/g)")
@@ -198,11 +235,11 @@ class Trainer:
 
     def train_epoch(self, tracker: Tracker) -> None:
         """Train the rest of the current epoch (all of it, unless resuming mid-epoch)."""
-        batches = len(self.loader.dataset) // self.cfg.batch_size
         self.sampler.set_epoch(self.epoch, start_index=self.batch_in_epoch * self.cfg.batch_size)
+        batches = len(self.loader) + self.batch_in_epoch  # this rank's batches in a whole epoch
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    initial=self.batch_in_epoch, total=batches, unit="batch",
-                   dynamic_ncols=True, mininterval=1.0)
+                   dynamic_ncols=True, mininterval=1.0, disable=not self.layout.is_main)
         window = _MetricWindow()
         for real, bad_paths in bar:
             self._note_bad_files(bad_paths)
@@ -211,20 +248,42 @@ class Trainer:
                 self.step += 1
             self.batch_in_epoch += 1
             last_batch = self.batch_in_epoch == batches
-            if window.steps and (self.step % self.cfg.log_every == 0 or last_batch
-                                 or self.stop.requested):
+            stopping = self.stop_agreed()
+            if window.steps and (self.step % self.cfg.log_every == 0 or last_batch or stopping):
                 values = window.read_and_reset()
+                self.last_metrics = values
                 tracker.scalars(self.step, values)
                 bar.set_postfix(progress_text(values), refresh=False)
-            if self.stop.requested:
+            if self.cfg.ddp_check_every and self.step % self.cfg.ddp_check_every == 0:
+                self.check_replicas()
+            if stopping:
                 bar.close()
-                raise TrainingStopped(self.stop.signum, self.save())
+                raise TrainingStopped(self.stop.signum or signal.SIGTERM, self.save())
             if self.cfg.ckpt_every_steps and self.step % self.cfg.ckpt_every_steps == 0:
                 self.save(step_checkpoint_name(self.step))
         bar.close()
         self.epoch += 1
         self.batch_in_epoch = 0
         self._report_bad_files()
+
+    def stop_agreed(self) -> bool:
+        """Whether to stop after this step: a signal here, or (under torchrun) on any rank.
+
+        Ranks compare on the steps where losses are checked, so they all stop at the same step.
+        """
+        if not self.layout.enabled:
+            return self.stop.requested
+        if self.step % self.check_every:
+            return False
+        return any_rank(self.stop.requested, self.layout, self.device)
+
+    def check_replicas(self) -> None:
+        """Every rank must hold the same weights (DistributedDataParallel's promise)."""
+        digests = gather_objects(
+            (weights_digest(self.generator), weights_digest(self.discriminator)), self.layout)
+        if any(digest != digests[0] for digest in digests):
+            raise DCGANError(f"ranks disagree on the weights after step {self.step}")
+        log.info("step %d: weights identical on all %d ranks", self.step, self.layout.world_size)
 
     def _note_bad_files(self, bad_paths: list[str]) -> None:
         if not bad_paths:
@@ -263,18 +322,25 @@ class Trainer:
             tracker.grid("samples/real", image_grid(torch.stack(reals), nrow=4), self.step)
 
     def save(self, *numbered: str) -> Path:
-        """Write last.pt (and the numbered names given), the shareable generator, then prune."""
+        """Write last.pt (and the numbered names given), the shareable generator, then prune.
+
+        Every rank calls it (the RNG states of all ranks go into the checkpoint); rank 0 writes.
+        """
         folder = self.checkpoint_dir
-        save_checkpoint(self.state_dict(), [*(folder / name for name in numbered), folder / LAST])
-        save_generator(self.generator.state_dict(), self.arch.as_dict(), folder / GENERATOR_FILE,
-                       epoch=self.epoch, step=self.step)
-        prune_numbered(folder, self.cfg.keep_last)
+        state = self.state_dict()
+        if self.layout.is_main:
+            save_checkpoint(state, [*(folder / name for name in numbered), folder / LAST])
+            save_generator(self.generator.state_dict(), self.arch.as_dict(),
+                           folder / GENERATOR_FILE, epoch=self.epoch, step=self.step)
+            prune_numbered(folder, self.cfg.keep_last)
+        barrier(self.layout)
         return folder / LAST
 
     def end_of_epoch(self, tracker: Tracker) -> None:
-        grid = image_grid(self.fixed_samples(), nrow=4)
-        tracker.grid("samples/fixed", grid, self.step)
-        save_png(grid, self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
+        if self.layout.is_main:
+            grid = image_grid(self.fixed_samples(), nrow=4)
+            tracker.grid("samples/fixed", grid, self.step)
+            save_png(grid, self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png")
         self.save(epoch_checkpoint_name(self.epoch))
 
     # -- the whole run -----------------------------------------------------------------------
@@ -287,7 +353,7 @@ class Trainer:
             log.info("already trained %d of epochs=%d; raise epochs to train more",
                      self.epoch, self.cfg.epochs)
             return
-        if self.step == 0:
+        if self.step == 0 and self.layout.is_main:
             self.log_real_grid(tracker)
         started = time.perf_counter()
         while self.epoch < self.cfg.epochs:

@@ -1,0 +1,112 @@
+"""torchrun with the Gloo backend on the CPU: two processes, one run, identical replicas."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dcgan.data import EpochShuffle
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+SMALL = ["model.ngf=8", "model.ndf=8", "model.nz=16", "batch_size=8", "device=cpu",
+         "ddp_check_every=1", "log_every=2"]
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_ranks_get_disjoint_shares_that_cover_the_epoch():
+    shares = []
+    for rank in range(2):
+        sampler = EpochShuffle(64, seed=3, num_replicas=2, rank=rank)
+        sampler.set_epoch(5)
+        shares.append(list(sampler))
+    assert len(shares[0]) == len(shares[1]) == 32
+    assert not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == list(range(64))
+    later = EpochShuffle(64, seed=3, num_replicas=2, rank=0)
+    later.set_epoch(5, start_index=8)  # mid-epoch resume continues the same share
+    assert list(later) == shares[0][8:]
+
+
+def test_two_processes_train_one_run_with_identical_weights(tmp_path):
+    run = tmp_path / "run"
+    result = torchrun("-m", "dcgan.train", *SMALL, "dataset=fake", "dataset.size=64",
+                      "epochs=2", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = (run / "train.log").read_text()
+    assert "2 processes, global batch 16" in log
+    # 64 images / (2 ranks x 8) = 4 steps per epoch; every step checked across ranks
+    assert log.count("weights identical on all 2 ranks") == 8
+    assert load(run / "checkpoints" / "last.pt")["step"] == 8
+    assert len(load(run / "checkpoints" / "last.pt")["rng_per_rank"]) == 2
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png",
+                                                                 "epoch_002.png"]
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/d")] == [2, 4, 6, 8]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no second run directory
+
+    resumed = torchrun("-m", "dcgan.train", f"resume={run}", "epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert load(run / "checkpoints" / "last.pt")["step"] == 12
+
+
+def test_torchrun_on_the_console_script_with_image_files(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(40):
+        Image.new("RGB", (72, 64), (index * 6, 80, 160)).save(images / f"{index:02d}.png")
+    script = shutil.which("dcgan-train") or str(Path(sys.executable).with_name("dcgan-train"))
+    run = tmp_path / "run"
+    result = torchrun(script, *SMALL, "dataset=folder", f"dataset.root={images}",
+                      "num_workers=1", "epochs=1", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    # 40 images / (2 x 8) = 2 full global batches
+    assert load(run / "checkpoints" / "last.pt")["step"] == 2
+    assert (run / "train.log").read_text().count("weights identical") == 2
+
+
+def worker_of_rank(parent: int, rank: int) -> int:
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True,
+                              text=True).stdout.split()
+    for pid in map(int, children):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return pid
+    raise AssertionError(f"no worker of rank {rank} among {children}")
+
+
+def test_a_signal_to_one_rank_stops_all_with_one_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [*TORCHRUN, "-m", "dcgan.train", *SMALL, "ddp_check_every=0", "dataset=fake",
+         "dataset.size=4000", "epochs=1", "ckpt_every_steps=5", f"hydra.run.dir={run}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step_0000005.pt").exists():
+        assert process.poll() is None and time.time() < deadline, process.stdout.read()
+        time.sleep(0.05)
+    os.kill(worker_of_rank(process.pid, 1), signal.SIGTERM)  # rank 1 only
+    output, _ = process.communicate(timeout=120)
+    assert "resume with: dcgan-train resume=" in output
+    stopped = load(run / "checkpoints" / "last.pt")
+    assert stopped["epoch"] == 0 and 5 <= stopped["batch_in_epoch"] < 250
+    assert not list((run / "checkpoints").glob(".*.tmp-*"))
