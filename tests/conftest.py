@@ -38,7 +38,8 @@ def _command(name: str) -> list[str]:
     if script.exists():
         return [str(script)]
     module = {"dcgan-train": "dcgan.train", "dcgan-sample": "dcgan.sample",
-              "dcgan-prepare": "dcgan.prepare", "dcgan-export": "dcgan.export"}[name]
+              "dcgan-prepare": "dcgan.prepare", "dcgan-export": "dcgan.export",
+              "dcgan-eval": "dcgan.evaluate"}[name]
     return [sys.executable, "-m", module]
 
 

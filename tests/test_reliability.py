@@ -131,8 +131,9 @@ def test_step_checkpoints_and_keep_last(tmp_path):
     run_cli("dcgan-train", *TINY, "epochs=3", "ckpt_every_steps=2", "keep_last=2",
             f"hydra.run.dir={run}", check=True)
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["epoch_002.pt", "epoch_003.pt", "generator.safetensors", "last.pt",
-                     "step_0000010.pt", "step_0000012.pt"]
+    # best.pt (the best evaluated epoch) and last.pt are never pruned
+    assert names == ["best.pt", "epoch_002.pt", "epoch_003.pt", "generator.safetensors",
+                     "last.pt", "step_0000010.pt", "step_0000012.pt"]
     assert load(run / "checkpoints" / "step_0000010.pt")["step"] == 10
 
 

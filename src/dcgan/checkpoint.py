@@ -32,6 +32,8 @@ REQUIRED_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "step"
                  "fixed_noise", "rng", "config", "arch")
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+BEST = "best.pt"  # the best evaluated epoch by eval.select
+ABANDONED_DIR = "abandoned"  # numbered checkpoints a collapse rollback left behind
 GENERATOR_FILE = "generator.safetensors"
 NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
 GENERATOR_FORMAT = "dcgan-generator/1"

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -20,6 +20,7 @@ from dcgan.errors import DCGANError
 log = logging.getLogger(__name__)
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment (Zhao et al., 2020)
 DATASET_SPLITS = {
     "digits": ("all",),
     "mnist": ("train", "test"),
@@ -57,6 +58,24 @@ class AdamImpl(str, Enum):
     for_loop = "for_loop"  # the textbook single-tensor implementation
 
 
+class LossKind(str, Enum):
+    bce = "bce"  # the paper's binary cross-entropy (non-saturating G loss)
+    hinge = "hinge"
+    lsgan = "lsgan"  # least squares
+    wgan_gp = "wgan_gp"  # Wasserstein with gradient penalty; D without BatchNorm
+
+
+class CollapsePolicy(str, Enum):
+    off = "off"  # do not watch
+    warn = "warn"  # log a warning (console and TensorBoard) and go on
+    stop = "stop"  # checkpoint and exit with a message
+    rollback = "rollback"  # reload the last healthy checkpoint, turn on the stabilisers, go on
+
+
+# What eval.select may name; every one of them is better when lower.
+SELECTABLE_METRICS = ("swd/mean", "fid", "kid")
+
+
 @dataclass
 class DatasetConfig:
     name: str = MISSING
@@ -79,6 +98,52 @@ class ModelConfig:
     ngf: int = 64  # generator feature maps in the last block
     ndf: int = 64  # discriminator feature maps in the first block
     sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over all processes
+    spectral_norm: bool = False  # spectral normalisation on every convolution of D
+    d_batchnorm: Optional[bool] = None  # BatchNorm in D's middle blocks; null = off for wgan_gp
+
+
+@dataclass
+class InstanceNoiseConfig:
+    std: float = 0.0  # Gaussian noise on everything D sees, in [-1, 1] image units; 0 = off
+    anneal_epochs: Optional[float] = None  # linearly to zero over this many epochs; null = run
+
+
+@dataclass
+class EMAConfig:
+    decay: float = 0.0  # moving average of G's weights for samples and evaluation; 0 = off
+    start_step: int = 0  # copy the live weights until this step
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1  # evaluate every N epochs (and after the last); 0 = never
+    n_samples: int = 512  # generated images, and real images in the fixed real subset
+    select: str = "swd/mean"  # the metric that picks checkpoints/best.pt (lower is better)
+    fid: bool = False  # also FID/KID (needs the Inception weights file, see README)
+    inception_weights: Optional[str] = None  # path to pt_inception-2015-12-05-6726825d.pth
+    seed: int = 1234  # fixes the real subset, the evaluation noise and the SWD projections
+
+
+@dataclass
+class RollbackConfig:
+    """What `collapse.policy=rollback` turns on after it reloads the last healthy checkpoint."""
+
+    lr_d_factor: float = 0.5  # D's learning rate is multiplied by this
+    instance_noise: float = 0.1  # instance noise std (annealed over the rest of the run)
+    real_label: float = 0.9  # one-sided label smoothing (bce only)
+    max_rollbacks: int = 3  # after this many, the policy acts as `stop`
+
+
+@dataclass
+class CollapseConfig:
+    policy: CollapsePolicy = CollapsePolicy.warn
+    d_loss_floor: float = 0.05  # D loss below this ...
+    g_loss_ceiling: float = 8.0  # ... while G's loss is above this (or climbing) ...
+    patience: int = 5  # ... for this many consecutive log windows
+    real_prob_high: float = 0.98  # D(x) above this while D(G(z)) below fake_prob_low
+    fake_prob_low: float = 0.02
+    diversity_floor: float = 0.3  # diversity ratio at an evaluation below this
+    rollback: RollbackConfig = field(default_factory=RollbackConfig)
 
 
 @dataclass
@@ -104,6 +169,19 @@ class TrainConfig:
     adam: AdamImpl = AdamImpl.auto
     cpu_threads: Optional[int] = None  # torch intra-op threads on the CPU; null = torch's choice
     ddp_check_every: int = 0  # torchrun: every N steps verify all ranks hold identical weights
+    # the objective and the stabilisers (README "Stable training"); each off by default
+    loss: LossKind = LossKind.bce
+    lr_g: Optional[float] = None  # G's learning rate; null = lr
+    lr_d: Optional[float] = None  # D's learning rate; null = lr (two time-scale: lr_d > lr_g)
+    d_steps: int = 1  # D steps (batches) per G step
+    real_label: float = 1.0  # target for real images; 0.9 = one-sided label smoothing
+    label_flip: float = 0.0  # probability of swapping a real/fake label in D's loss (bce)
+    gp_weight: float = 10.0  # wgan_gp: weight of the gradient penalty
+    augment: List[str] = field(default_factory=list)  # DiffAugment on all D sees, e.g. [color,cutout]
+    instance_noise: InstanceNoiseConfig = field(default_factory=InstanceNoiseConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
 
 
 def register_configs() -> None:
@@ -134,6 +212,55 @@ def validate(cfg: DictConfig) -> None:
         value = cfg.model[name]
         _require(value >= 1, f"model.{name} must be at least 1, got {value}")
     _validate_dataset(cfg.dataset)
+    _validate_stabilisers(cfg)
+    _validate_eval(cfg.eval)
+    _validate_collapse(cfg.collapse)
+
+
+def _validate_stabilisers(cfg: DictConfig) -> None:
+    for name in ("lr_g", "lr_d"):
+        _require(cfg[name] is None or cfg[name] > 0, f"{name} must be positive (or null), got {cfg[name]}")
+    _require(cfg.d_steps >= 1, f"d_steps must be at least 1, got {cfg.d_steps}")
+    _require(0 < cfg.real_label <= 1, f"real_label must be in (0, 1], got {cfg.real_label}")
+    _require(0 <= cfg.label_flip < 0.5, f"label_flip must be in [0, 0.5), got {cfg.label_flip}")
+    loss = str(cfg.loss.value)
+    if loss != "bce":
+        _require(cfg.label_flip == 0, f"label_flip is for loss=bce, not loss={loss}")
+    if loss not in ("bce", "lsgan"):
+        _require(cfg.real_label == 1.0, f"real_label is for loss=bce or lsgan, not loss={loss}")
+    _require(cfg.gp_weight >= 0, f"gp_weight must be 0 or more, got {cfg.gp_weight}")
+    if loss == "wgan_gp":
+        _require(cfg.model.d_batchnorm is not True, "loss=wgan_gp needs a discriminator without "
+                 "BatchNorm (the penalty is per image); drop model.d_batchnorm=true")
+    for part in cfg.augment:
+        _require(part in AUGMENT_POLICIES, f"augment: unknown policy {part!r}; choose from "
+                 f"{', '.join(AUGMENT_POLICIES)}, e.g. augment=[color,translation,cutout]")
+    noise = cfg.instance_noise
+    _require(noise.std >= 0, f"instance_noise.std must be 0 or more, got {noise.std}")
+    _require(noise.anneal_epochs is None or noise.anneal_epochs > 0,
+             f"instance_noise.anneal_epochs must be positive (or null), got {noise.anneal_epochs}")
+    _require(0 <= cfg.ema.decay < 1, f"ema.decay must be in [0, 1), got {cfg.ema.decay}")
+    _require(cfg.ema.start_step >= 0, f"ema.start_step must be 0 or more, got {cfg.ema.start_step}")
+
+
+def _validate_eval(ev: DictConfig) -> None:
+    _require(ev.every >= 0, f"eval.every must be 0 (never) or more, got {ev.every}")
+    _require(ev.n_samples >= 16, f"eval.n_samples must be at least 16, got {ev.n_samples}")
+    _require(ev.select in SELECTABLE_METRICS, f"eval.select={ev.select!r} is not a metric; "
+             f"choose one of {', '.join(SELECTABLE_METRICS)}")
+    _require(ev.select == "swd/mean" or ev.fid,
+             f"eval.select={ev.select} needs eval.fid=true (and the Inception weights)")
+
+
+def _validate_collapse(co: DictConfig) -> None:
+    _require(co.patience >= 1, f"collapse.patience must be at least 1, got {co.patience}")
+    for name in ("real_prob_high", "fake_prob_low", "diversity_floor"):
+        _require(0 <= co[name] <= 1, f"collapse.{name} must be in [0, 1], got {co[name]}")
+    rb = co.rollback
+    _require(0 < rb.lr_d_factor <= 1, f"collapse.rollback.lr_d_factor must be in (0, 1], got {rb.lr_d_factor}")
+    _require(rb.instance_noise >= 0, f"collapse.rollback.instance_noise must be 0 or more, got {rb.instance_noise}")
+    _require(0 < rb.real_label <= 1, f"collapse.rollback.real_label must be in (0, 1], got {rb.real_label}")
+    _require(rb.max_rollbacks >= 0, f"collapse.rollback.max_rollbacks must be 0 or more, got {rb.max_rollbacks}")
 
 
 def _validate_dataset(ds: DictConfig) -> None:

@@ -1,8 +1,15 @@
 """The DCGAN generator and discriminator (Radford et al., 2016, and the tables in the paper).
 
 Shape comments are for the default 64x64 images; other supported sizes (32, 128) drop or add
-one middle block per factor of two. Neither network has convolution biases: each convolution
-is followed by BatchNorm (or is the output layer, as in the reference implementation).
+one middle block per factor of two. By default neither network has convolution biases: each
+convolution is followed by BatchNorm (or is the output layer, as in the reference code).
+
+Two switches of the discriminator, both off by default (the defaults are the paper's D):
+`d_batchnorm=False` drops BatchNorm from its middle blocks, whose convolutions then get the
+bias BatchNorm's shift used to provide (WGAN-GP penalises each image's gradient, which
+BatchNorm would mix across the batch); `d_spectral_norm=True` divides every convolution's
+weight by its largest singular value (Miyato et al., 2018), estimated by one power iteration
+per forward pass in train mode.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 @dataclass(frozen=True)
@@ -23,13 +32,16 @@ class Architecture:
     ndf: int = 64
     channels: int = 3
     image_size: int = 64
+    d_batchnorm: bool = True  # False: D's middle blocks without BatchNorm (WGAN-GP)
+    d_spectral_norm: bool = False  # spectral normalisation on every convolution of D
 
     @property
     def middle_blocks(self) -> int:
         # 64x64: 4 -> 8 -> 16 -> 32 are the three middle blocks; the output layer makes 64.
         return int(math.log2(self.image_size)) - 3
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | bool]:
+        """The fields as a plain dict (ints and bools), for checkpoints and file metadata."""
         return asdict(self)
 
 
@@ -41,7 +53,9 @@ def _up_block(c_in: int, c_out: int) -> list[nn.Module]:
     ]
 
 
-def _down_block(c_in: int, c_out: int) -> list[nn.Module]:
+def _down_block(c_in: int, c_out: int, batchnorm: bool = True) -> list[nn.Module]:
+    if not batchnorm:  # the bias stands in for BatchNorm's shift
+        return [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=True), nn.LeakyReLU(0.2, inplace=True)]
     return [
         nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
         nn.BatchNorm2d(c_out),
@@ -88,11 +102,15 @@ class Discriminator(nn.Module):
         ]  # ndf x 32 x 32 (no BatchNorm on the input layer, as in the paper)
         width = arch.ndf
         for _ in range(arch.middle_blocks):
-            layers += _down_block(width, width * 2)
+            layers += _down_block(width, width * 2, arch.d_batchnorm)
             width *= 2
         # (ndf*2) x 16 x 16  ->  (ndf*4) x 8 x 8  ->  (ndf*8) x 4 x 4
         layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]
         # 1 x 1 x 1: a logit, no Sigmoid (the loss applies it, without saturating)
+        if arch.d_spectral_norm:
+            for layer in layers:
+                if isinstance(layer, nn.Conv2d):
+                    spectral_norm(layer)  # weight -> parametrizations.weight.original
         self.main = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -100,12 +118,32 @@ class Discriminator(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: convolutions N(0, 0.02); BatchNorm weight N(1, 0.02), bias 0."""
+    """DCGAN initialisation: convolutions N(0, 0.02) (bias, where there is one, 0); BatchNorm
+    weight N(1, 0.02), bias 0. A spectrally normalised convolution has its raw weight drawn
+    and its singular-vector estimates refreshed, so sigma fits the new weight at once."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        if parametrize.is_parametrized(module, "weight"):
+            nn.init.normal_(module.parametrizations.weight.original, 0.0, 0.02)
+            _refresh_power_iteration(module)
+        else:
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+@torch.no_grad()
+def _refresh_power_iteration(module: nn.Module, iterations: int = 50) -> None:
+    # Reading a spectrally normalised weight in train mode runs one power iteration; the
+    # estimates made at registration belong to the weight that init_weights just replaced.
+    parametrization = module.parametrizations.weight
+    was_training = parametrization.training
+    parametrization.train()
+    for _ in range(iterations):
+        _ = module.weight
+    parametrization.train(was_training)
 
 
 def build_models(arch: Architecture) -> tuple[Generator, Discriminator]:
@@ -117,4 +155,5 @@ def build_models(arch: Architecture) -> tuple[Generator, Discriminator]:
 
 
 def count_parameters(module: nn.Module) -> int:
+    """The number of trainable values (spectral norm's u and v are buffers, not counted)."""
     return sum(p.numel() for p in module.parameters())

@@ -29,12 +29,13 @@ PARALLEL_COS = 0.9995
 
 def load_generator(checkpoint: Path, device: torch.device) -> Generator:
     """The generator of a training checkpoint or of a generator.safetensors file, in eval
-    mode (BatchNorm running statistics)."""
+    mode (BatchNorm running statistics). A run trained with ema.decay > 0 gives its moving
+    average, the generator its samples and evaluations were made with."""
     if checkpoint.suffix == ".safetensors":
         weights, arch = load_generator_file(checkpoint)
     else:
         state = load_checkpoint(checkpoint)
-        weights, arch = state["generator"], state["arch"]
+        weights, arch = state.get("generator_ema", state["generator"]), state["arch"]
     try:
         generator = Generator(Architecture(**arch))
         generator.load_state_dict(weights)

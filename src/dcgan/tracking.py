@@ -7,6 +7,9 @@ TensorBoard tags (documented in the README):
   perf/img_per_s           real images consumed per second over the logging window
   samples/fixed            4x4 grid from one fixed noise tensor, once per epoch
   samples/real             a grid of real training images, once per run
+  metrics/swd/<res>, metrics/swd/mean, metrics/diversity (and metrics/fid, metrics/kid)
+                           quality of the samples at each evaluation (eval.every epochs)
+  collapse                 text: what the collapse detector saw, and what it did
 """
 
 from __future__ import annotations
@@ -84,14 +87,10 @@ class Tracker:
 
 
 def progress_text(values: dict[str, float]) -> dict[str, str]:
-    """Short labels for the tqdm postfix."""
-    return {
-        "D": f"{values['loss_d']:.3f}",
-        "G": f"{values['loss_g']:.3f}",
-        "D(x)": f"{values['real_prob']:.2f}",
-        "D(G(z))": f"{values['fake_prob']:.2f}",
-        "img/s": f"{values['img_per_s']:.0f}",
-    }
+    """Short labels for the tqdm postfix (a window without a G step has no G loss)."""
+    labels = (("D", "loss_d", ".3f"), ("G", "loss_g", ".3f"), ("D(x)", "real_prob", ".2f"),
+              ("D(G(z))", "fake_prob", ".2f"), ("img/s", "img_per_s", ".0f"))
+    return {label: format(values[key], spec) for label, key, spec in labels if key in values}
 
 
 class NullTracker(Tracker):

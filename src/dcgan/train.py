@@ -25,6 +25,7 @@ from dcgan.checkpoint import load_checkpoint, load_newest_valid, resolve_checkpo
 from dcgan.config import apply_resume_overrides, config_dir, register_configs, validate
 from dcgan.data import build_dataset
 from dcgan.errors import DCGANError, exit_with
+from dcgan.metrics import inception_weights_path
 from dcgan import distributed
 from dcgan.distributed import SINGLE, Distributed
 from dcgan.sweep import SUMMARY_FILE
@@ -56,6 +57,11 @@ def run(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     configure_backends(device, cfg.cpu_threads)
     if layout.enabled and cfg.model.sync_bn and device.type != "cuda":
         raise DCGANError("model.sync_bn=true needs CUDA GPUs (SyncBatchNorm); drop it on the CPU")
+    if layout.enabled and str(cfg.loss.value) == "wgan_gp":
+        raise DCGANError("loss=wgan_gp runs in one process for now (its gradient penalty is "
+                         "not synchronised by DistributedDataParallel); use hinge under torchrun")
+    if cfg.eval.fid and cfg.eval.every:
+        inception_weights_path(cfg.eval.inception_weights)  # before training, not after epoch 1
     seed_everything(cfg.seed + layout.rank)  # each rank its own noise; DDP syncs the weights
     dataset = build_dataset(cfg.dataset)
     trainer = Trainer(cfg, dataset, run_dir, device, layout)

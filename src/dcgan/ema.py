@@ -1,0 +1,76 @@
+"""An exponential moving average of a network's weights (e.g. the generator's).
+
+Averaging G's weights over the last ~1/(1 - decay) steps smooths out the oscillation of
+adversarial training; samples and evaluation then use the average, training the live
+weights (Yazıcı et al., 2019, "The Unusual Effectiveness of Averaging in GAN Training";
+Karras et al. use it in ProGAN and StyleGAN).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """A frozen copy of `module` whose parameters follow the live ones:
+
+        ema = decay * ema + (1 - decay) * live      at each update after start_step
+
+    At steps up to and including `start_step` an update copies the live weights instead
+    (the average starts from them). Buffers, such as BatchNorm's running statistics, are
+    always copied. `module` is the averaged network, in eval mode, without gradients.
+    Pass the plain network (not its DDP or torch.compile wrapper) to the constructor and to
+    `update`, so the parameter names match.
+    """
+
+    def __init__(self, module: nn.Module, decay: float, start_step: int = 0):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay, self.start_step = decay, start_step
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        """Fold the live weights of `module` (after training step `step`) into the average."""
+        if step <= self.start_step:
+            self.copy_from(module)
+            return
+        for average, live in _matching(self.module.named_parameters(),
+                                       module.named_parameters()):
+            average.lerp_(live.detach(), 1.0 - self.decay)
+        self._copy_buffers(module)
+
+    @torch.no_grad()
+    def copy_from(self, module: nn.Module) -> None:
+        """Reset the average to the live weights and buffers of `module`."""
+        for average, live in _matching(self.module.named_parameters(),
+                                       module.named_parameters()):
+            average.copy_(live.detach())
+        self._copy_buffers(module)
+
+    def _copy_buffers(self, module: nn.Module) -> None:
+        for average, live in _matching(self.module.named_buffers(), module.named_buffers()):
+            average.copy_(live)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged network's state dict: names to tensors (torch.load(weights_only=True)
+        reads it back); the same keys as the live network's, so it loads into one too."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the average from `state_dict()`'s output (strict: every key must fit)."""
+        self.module.load_state_dict(state)
+
+
+def _matching(averaged: Iterable[tuple[str, torch.Tensor]], live: Iterable[tuple[str, torch.Tensor]]
+              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs of same-named tensors; raises ValueError when the two networks differ."""
+    ours, theirs = dict(averaged), dict(live)
+    if ours.keys() != theirs.keys():
+        raise ValueError("EMA.update got a network whose tensors do not match the averaged "
+                         f"copy: {sorted(ours.keys() ^ theirs.keys())[:4]}")
+    return [(ours[name], theirs[name]) for name in ours]
