@@ -115,6 +115,7 @@ def test_the_onset_is_the_first_step_of_the_streak():
     assert "since step 40" in answers[-1].message
     fresh = CollapseDetector(CollapseSettings())
     assert feed(fresh, [D_WON] * 5)[-1].onset == 10  # no window before: its own step
+    assert fresh.observe_diversity(85, 0.9) is None
     assert fresh.observe_diversity(90, 0.05).onset == 90
 
 
@@ -213,6 +214,14 @@ def test_low_diversity_triggers():
     assert detector.observe_diversity(500, 0.2).signal == "low_diversity"
 
 
+def test_diversity_that_never_reached_the_floor_is_a_young_generator():
+    detector = CollapseDetector(CollapseSettings(diversity_floor=0.3))
+    assert detector.observe_diversity(45, 0.06) is None  # epoch 3: blobs that look alike
+    assert detector.observe_diversity(90, 0.2) is None
+    assert detector.observe_diversity(135, 0.5) is None  # the samples spread out
+    assert detector.observe_diversity(180, 0.1).signal == "low_diversity"  # and collapsed
+
+
 def test_diversity_and_log_windows_are_separate():
     detector = CollapseDetector(CollapseSettings())
     feed(detector, [D_WON] * 4)
@@ -225,6 +234,7 @@ def test_diversity_and_log_windows_are_separate():
 def test_reset_clears_the_counters():
     detector = CollapseDetector(CollapseSettings())
     assert feed(detector, [D_WON] * 4) == [None] * 4
+    detector.observe_diversity(44, 0.9)
     detector.observe_diversity(45, 0.1)
     detector.reset()
     answers = feed(detector, [D_WON] * 5, start=100)

@@ -17,6 +17,7 @@ from torch import nn
 from dcgan.checkpoint import load_checkpoint, load_generator_file
 from dcgan.config import validate
 from dcgan.data import build_dataset
+from dcgan.sample import load_generator
 from dcgan.tracking import NullTracker
 from dcgan.trainer import Trainer
 from tests.conftest import TINY, user_error_line
@@ -140,6 +141,8 @@ def test_ema_generator_is_what_samples_and_the_generator_file_use(make_config, t
     assert not torch.equal(live["main.0.weight"], averaged["main.0.weight"])
     weights, _ = load_generator_file(tmp_path / "checkpoints" / "generator.safetensors")
     assert torch.equal(weights["main.0.weight"], averaged["main.0.weight"].cpu())
+    sampled = load_generator(tmp_path / "checkpoints" / "last.pt", torch.device("cpu"))
+    assert torch.equal(sampled.state_dict()["main.0.weight"], averaged["main.0.weight"])
 
 
 def test_augmentation_noise_and_label_smoothing_train(make_config, tmp_path):
@@ -167,6 +170,21 @@ def test_stabilised_run_resumes_with_its_settings(make_config, tmp_path, cli):
     assert state["epoch"] == 2 and "generator_ema" in state
     result = cli("dcgan-train", f"resume={run_dir}", "model.spectral_norm=false", "epochs=3")
     assert "model.spectral_norm" in user_error_line(result)
+
+
+@pytest.mark.parametrize("recipe, dataset, augment", [
+    ("celeba_stable", "celeba", ["translation", "color", "cutout"]),
+    ("mnist_stable", "mnist", ["translation", "cutout"]),
+])
+def test_stable_recipes_compose_with_the_textbook_networks(make_config, recipe, dataset, augment):
+    cfg = make_config(f"+experiment={recipe}", "dataset.root=somewhere")
+    validate(cfg)
+    assert cfg.dataset.name == dataset and list(cfg.augment) == augment
+    assert cfg.real_label == 0.9 and cfg.ema.decay == 0.99
+    # the same networks, loss and optimiser as the paper: only stabilisers differ
+    textbook = make_config(f"dataset={dataset}", "dataset.root=somewhere")
+    for key in ("model", "loss", "lr", "beta1", "beta2", "batch_size"):
+        assert cfg[key] == textbook[key], key
 
 
 # -- the collapse policies, on a run made to collapse -------------------------------------------

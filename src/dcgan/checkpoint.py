@@ -197,3 +197,33 @@ def load_newest_valid(run_dir: Path) -> Optional[tuple[Path, dict[str, Any]]]:
         except DCGANError as error:
             log.warning("skipping checkpoint that does not load: %s", error)
     return None
+
+
+def checkpoint_step(path: Path) -> Optional[int]:
+    """The step a checkpoint was saved at, without reading its tensors (None: unreadable)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(payload["step"])
+    except Exception as error:  # torn, foreign or unsafe: the caller passes it over
+        log.warning("passing over %s, which does not load (%s)", path, type(error).__name__)
+        return None
+
+
+def newest_before(folder: Path, before_step: int) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The newest numbered checkpoint (epoch_*.pt, step_*.pt) of a step before `before_step`."""
+    steps = {path: checkpoint_step(path) for path in sorted(folder.glob("*.pt"))
+             if NUMBERED.match(path.name)}
+    earlier = [(step, path) for path, step in steps.items() if step is not None and step < before_step]
+    if not earlier:
+        return None
+    path = max(earlier)[1]
+    return path, load_checkpoint(path)
+
+
+def set_aside_after(folder: Path, step: int) -> None:
+    """Move numbered checkpoints newer than `step` (an abandoned course) to abandoned/."""
+    for path in sorted(folder.glob("*.pt")):
+        saved = checkpoint_step(path) if NUMBERED.match(path.name) else None
+        if saved is not None and saved > step:
+            (folder / ABANDONED_DIR).mkdir(exist_ok=True)
+            os.replace(path, folder / ABANDONED_DIR / path.name)

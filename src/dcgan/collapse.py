@@ -16,8 +16,11 @@ The rules (thresholds in `CollapseSettings`, validated on the traces in tests/da
                 consecutive windows: D separates real from fake (almost) perfectly.
                 (One Verdict per window: when both reach patience together, it is d_wins.)
   low_diversity an evaluation's diversity ratio (spread of generated images / spread of real
-                images) < diversity_floor. One evaluation is enough: it is already an aggregate
-                over many images (not a noisy 10-step window), and evaluations are epochs apart.
+                images) falls below diversity_floor after an earlier evaluation reached it. One
+                evaluation is enough: it is already an aggregate over many images (not a noisy
+                10-step window), and evaluations are epochs apart. Before any evaluation has
+                reached the floor the samples have not spread out yet (a young G draws similar
+                blobs: 0.06 after three epochs of the CelebA runs in README), which is not collapse.
 
 Why these numbers (tests/data/traces/, small CelebA runs): a healthy textbook run spends its
 first ~130 steps with D ahead (D loss 0.046-0.1, G loss 6-11.5, D(x) up to 0.983, D(G(z)) down to
@@ -77,6 +80,7 @@ class Verdict:
 class CollapseDetector:
     def __init__(self, settings: Optional[CollapseSettings] = None):
         self.settings = settings or CollapseSettings()
+        self.peak_diversity = 0.0  # the highest diversity ratio seen (kept by reset)
         self.reset()
 
     def reset(self) -> None:
@@ -130,7 +134,8 @@ class CollapseDetector:
     def observe_diversity(self, step: int, diversity: float) -> Optional[Verdict]:
         """One evaluation's diversity ratio; a Verdict when it falls below the floor."""
         floor = self.settings.diversity_floor
-        low = diversity < floor
+        low = diversity < floor <= self.peak_diversity  # fell below, after once reaching it
+        self.peak_diversity = max(self.peak_diversity, float(diversity))
         if self._advance("low_diversity", low, step, needed=1):
             return self._verdict("low_diversity", step, (
                 f"diversity {diversity:.3f} < {floor:g}: the samples look alike (mode collapse)"))
@@ -171,7 +176,7 @@ class CollapseDetector:
         return {"streak": dict(self._streak),
                 "since": dict(self._since), "onset": dict(self._onset),
                 "fired": dict(self._fired), "last_step": self._last_step,
-                "loss_g": list(self._loss_g)}
+                "loss_g": list(self._loss_g), "peak_diversity": self.peak_diversity}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Counters and history from `state_dict()`; the settings stay this detector's own."""
@@ -183,6 +188,7 @@ class CollapseDetector:
         self._since = per_signal("since", -1, int)
         self._onset = per_signal("onset", -1, int)
         self._fired = per_signal("fired", False, bool)
+        self.peak_diversity = float(state.get("peak_diversity", 0.0))
         last = state.get("last_step")
         self._last_step = None if last is None else int(last)
         self._loss_g = deque((float(v) for v in state.get("loss_g", [])),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -17,18 +16,17 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from dcgan.checkpoint import (
-    ABANDONED_DIR,
     BEST,
     CHECKPOINT_DIR,
     GENERATOR_FILE,
     LAST,
-    NUMBERED,
-    load_checkpoint,
+    newest_before,
     epoch_checkpoint_name,
     prune_numbered,
     remove_stale_temporaries,
     save_checkpoint,
     save_generator,
+    set_aside_after,
     step_checkpoint_name,
 )
 from dcgan.config import to_plain_dict
@@ -541,7 +539,7 @@ class Trainer:
         """Reload the newest checkpoint from before the collapse began, turn on the
         stabilisers collapse.rollback names, and set the abandoned checkpoints aside."""
         onset = self.collapse_onset(verdict)
-        found = healthy_checkpoint(self.checkpoint_dir, onset)
+        found = newest_before(self.checkpoint_dir, onset)
         if found is None:
             path = self.save()
             raise CollapseStop(f"{verdict.message}; no checkpoint from before step {onset} to "
@@ -611,34 +609,6 @@ def learning_rate(cfg: DictConfig, network: str) -> float:
     """lr_g / lr_d when set (two time-scale updates), else lr."""
     specific = cfg.lr_g if network == "g" else cfg.lr_d
     return float(specific if specific is not None else cfg.lr)
-
-
-def healthy_checkpoint(folder: Path, before_step: int) -> Optional[tuple[Path, dict[str, Any]]]:
-    """The newest numbered checkpoint (epoch_*.pt, step_*.pt) of a step before `before_step`."""
-    candidates = []
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if NUMBERED.match(path.name):
-            try:
-                state = load_checkpoint(path)
-            except DCGANError as error:
-                log.warning("rollback: passing over %s", error)
-                continue
-            if int(state["step"]) < before_step:
-                candidates.append((int(state["step"]), path, state))
-    if not candidates:
-        return None
-    _, path, state = max(candidates, key=lambda found: found[0])
-    return path, state
-
-
-def set_aside_after(folder: Path, step: int) -> None:
-    """Move numbered checkpoints newer than `step` (the abandoned course) to abandoned/."""
-    aside = folder / ABANDONED_DIR
-    for path in list(folder.iterdir()):
-        match = NUMBERED.match(path.name)
-        if match and int(load_checkpoint(path)["step"]) > step:
-            aside.mkdir(exist_ok=True)
-            os.replace(path, aside / path.name)
 
 
 def make_adam(module: torch.nn.Module, cfg: DictConfig, device: torch.device, lr: float
