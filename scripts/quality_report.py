@@ -42,9 +42,9 @@ def read_run(run_dir: Path) -> dict:
             verdicts += [(event.step, text.decode()) for text in event.tensor_proto.string_val]
     if not any(text.startswith("rolled back") for _, text in verdicts):
         verdicts = replay_detector(events, run_dir)  # today's detector on what was logged
-    time_file = run_dir.with_suffix(".time")
-    words = time_file.read_text().split() if time_file.is_file() else []  # empty while running
-    seconds = float(words[0]) if words else None
+    # <run>.time, and <run>.resume.time where a run was continued with resume=... epochs=...
+    words = [time_file.read_text().split() for time_file in run_dir.parent.glob(f"{run_dir.name}.*time")]
+    seconds = sum(float(w[0]) for w in words if w) or None  # a file is empty while running
     return {"metrics": metrics, "verdicts": sorted(verdicts), "seconds": seconds}
 
 

@@ -6,9 +6,11 @@ import torch
 
 from dcgan.checkpoint import (
     load_checkpoint,
+    newest_before,
     resolve_checkpoint,
     run_dir_of,
     save_checkpoint,
+    set_aside_after,
     write_atomic,
 )
 from dcgan.errors import DCGANError
@@ -29,6 +31,21 @@ def test_save_and_load_round_trip(tmp_path):
         assert state["step"] == 10 and torch.equal(state["generator"]["w"], torch.ones(2))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "epoch_001.pt", "last.pt"]  # no temporary files left behind
+
+
+def test_rollback_finds_the_newest_checkpoint_before_a_step_and_sets_later_ones_aside(tmp_path):
+    for epoch, step in ((1, 10), (2, 20), (3, 30), (4, 40)):
+        save_checkpoint({**minimal_checkpoint(), "epoch": epoch, "step": step},
+                        [tmp_path / f"epoch_{epoch:03d}.pt"])
+    save_checkpoint({**minimal_checkpoint(), "step": 99}, [tmp_path / "last.pt"])
+    (tmp_path / "step_0000025.pt").write_bytes(b"torn")  # passed over, not fatal
+    path, state = newest_before(tmp_path, 30)
+    assert path.name == "epoch_002.pt" and state["step"] == 20
+    assert newest_before(tmp_path, 10) is None  # nothing from before the collapse
+    set_aside_after(tmp_path, 20)
+    assert sorted(p.name for p in (tmp_path / "abandoned").iterdir()) == ["epoch_003.pt",
+                                                                          "epoch_004.pt"]
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "epoch_002.pt").is_file()
 
 
 def test_a_run_directory_means_its_last_checkpoint(tmp_path):
