@@ -35,8 +35,9 @@ case "${1:-all}" in
     pair full celeba_stable dataset=celeba dataset.root="$DATA/celeba" \
       model.ngf=32 model.ndf=32 epochs=8 eval.every=2 ;;&
   rollback|all)  # the textbook run of "small" again, with collapse.policy=rollback
+    /usr/bin/time -f "%e s" -o "$OUT/small-rollback.time" \
     dcgan-train "${COMMON[@]}" dataset=celeba dataset.root="$DATA/celeba" dataset.limit=1000 \
-      model.ngf=32 model.ndf=64 epochs=70 eval.every=3 collapse.policy=rollback \
+      model.ngf=32 model.ndf=64 epochs=40 eval.every=3 collapse.policy=rollback \
       hydra.run.dir="$OUT/small-rollback" > "$OUT/small-rollback.log" 2>&1 ;;&
   mnist|all)
     pair mnist mnist_stable dataset=mnist dataset.root="$DATA/mnist" dataset.split=test \
