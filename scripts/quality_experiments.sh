@@ -8,7 +8,9 @@
 #   scripts/quality_experiments.sh mnist    # the 10k MNIST test digits
 # Then: python scripts/quality_report.py  (tables and grids under docs/quality/)
 # (The "small" runs in the README were made with epochs=30, then continued with
-#  dcgan-train resume=runs/quality/small-<kind> epochs=70; resuming is exact, so it is the same.)
+#  dcgan-train resume=runs/quality/small-<kind> epochs=70; resuming is exact, so it is the same.
+#  A machine restart stopped that continuation at epoch 56 and it was resumed again; the time of
+#  the interrupted part, in small-<kind>.resume.time, is read from its TensorBoard event times.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DCGAN_SHARED_DATA:-../shared/data}

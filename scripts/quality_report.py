@@ -80,14 +80,13 @@ def signal_of(text: str) -> str:
     return match.group(1) if match else "collapse"
 
 
-def verdict_at(run: dict, step: int) -> str:
-    """What the detector had said by this step: the signals it named, or 'healthy'."""
+def verdict_between(run: dict, after: int, step: int) -> str:
+    """The signals the detector raised in (after, step], or 'healthy' when it said nothing:
+    a run that recovers from an early alarm reads healthy again in the later rows."""
     said = []
     for when, text in run["verdicts"]:
-        if when > step:
-            break
         signal = signal_of(text)
-        if signal not in said:
+        if after < when <= step and signal not in said:
             said.append(signal)
     return ", ".join(said) if said else "healthy"
 
@@ -95,17 +94,17 @@ def verdict_at(run: dict, step: int) -> str:
 def table(group: str, runs: dict[str, dict], images_per_step: int) -> str:
     names = list(runs)
     head = ["step", "images seen"] + [f"SWD {n}" for n in names] + \
-        [f"diversity {n}" for n in names] + [f"detector {n}" for n in names]
+        [f"diversity {n}" for n in names] + [f"detector {n} (since the row before)" for n in names]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     steps = sorted(set().union(*(run["metrics"] for run in runs.values())))
-    for step in steps:
+    for previous, step in zip([-1] + steps, steps):
         cells = [str(step), f"{step * images_per_step:,}"]
         for key in ("swd/mean", "diversity"):
             for run in runs.values():
                 value = run["metrics"].get(step, {}).get(key)
                 cells.append("" if value is None else f"{value:.1f}" if key == "swd/mean"
                              else f"{value:.2f}")
-        cells += [verdict_at(run, step) for run in runs.values()]
+        cells += [verdict_between(run, previous, step) for run in runs.values()]
         rows.append("| " + " | ".join(cells) + " |")
     times = ", ".join(f"{name} {run['seconds'] / 60:.1f} min" for name, run in runs.items()
                       if run["seconds"])

@@ -109,10 +109,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except DCGANError as error:
         exit_with(error)
     metrics = {key: value for key, value in result.items() if isinstance(value, float)}
-    print(f"{result['checkpoint']} (epoch {result['epoch']}, {result['n']} images each)")
-    print(format_table(metrics))
     line = json.dumps(result)
-    print(line)
+    # The table and the JSON line are the command's output: stdout, apart from the log on stderr.
+    sys.stdout.write(f"{result['checkpoint']} (epoch {result['epoch']}, {result['n']} images "
+                     f"each)\n{format_table(metrics)}\n{line}\n")
     if args.json is not None:
         args.json.write_text(line + "\n")
 
