@@ -14,6 +14,8 @@ Measures, at the default architecture (64x64, ngf=ndf=64, 3 channels, batch 128)
   - the data path: CelebA JPEG decode + crop + resize through the project's DataLoader (default
     workers) versus the decoded-image cache (dcgan-prepare).
   - sampling: images per second of dcgan-sample's generator.
+  - the trainer with one non-default setting each: precision=bf16 on a CPU; precision=fp32,
+    precision=fp16 and compile=true on CUDA (where the default is bf16 autocast).
 Prints a table, then one JSON line.
 """
 
@@ -37,7 +39,7 @@ from torch import nn
 from dcgan.config import config_dir, register_configs
 from dcgan.data import build_dataset, build_loader
 from dcgan.models import Architecture, Generator
-from dcgan.runtime import resolve_device, seed_everything
+from dcgan.runtime import configure_backends, resolve_device, seed_everything
 from dcgan.sample import generate
 from dcgan.trainer import Trainer
 
@@ -190,9 +192,17 @@ def project_trainer(device, batch, *overrides) -> Trainer:
     return Trainer(cfg, build_dataset(cfg.dataset), run_dir, device)
 
 
-def measure_bf16(device, batch, windows, steps, warmup) -> float:
-    """The opt-in precision=bf16 (autocast; fast on CPUs with AMX, slow on those without)."""
-    trainer = project_trainer(device, batch, "precision=bf16")
+def variants_for(device: torch.device) -> list[str]:
+    """The non-default settings worth a row on this device: bf16 is opt-in on CPUs (fast with
+    AMX, many times slower without); on CUDA the default is bf16, so fp32, fp16 and compile."""
+    if device.type == "cuda":
+        return ["precision=fp32", "precision=fp16", "channels_last=false", "compile=true"]
+    return ["precision=bf16"]
+
+
+def measure_variant(device, batch, windows, steps, warmup, override: str) -> float:
+    """The project's trainer with one setting changed from its default."""
+    trainer = project_trainer(device, batch, override)
     real = torch.rand(batch, 3, 64, 64).mul_(2).sub_(1)
     step = lambda: trainer.train_step(real)  # noqa: E731
     timed(step, warmup, device)
@@ -251,13 +261,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     device = resolve_device(args.device)
+    configure_backends(device, None)  # cudnn.benchmark on CUDA, as in the textbook example too
     windows, steps, warmup = (3, 1, 1) if args.quick else (7, 3, 2)
+    if device.type == "cuda":  # a step takes milliseconds: longer windows, and compile's warm-up
+        steps, warmup = steps * 20, warmup * 10
     torch.manual_seed(0)
 
     train = measure_training(device, args.batch_size, windows, steps, warmup)
     arch = train.pop("arch")
     flops = training_flops_per_image(arch)
-    bf16 = measure_bf16(device, args.batch_size, windows, steps, warmup)
+    variants = {override: measure_variant(device, args.batch_size, windows, steps, warmup, override)
+                for override in variants_for(device)}
     ceiling = conv_ceiling(device, 2 if args.quick else 5)
     data = measure_data(256 if args.quick else 2048, train["project_img_s"])
     sampling = measure_sampling(device, arch, 512 if args.quick else 2048)
@@ -265,17 +279,18 @@ def main() -> None:
     result = {
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "batch_size": args.batch_size, "quick": args.quick, **train,
-        "project_bf16_img_s": bf16, "bf16_over_fp32": bf16 / train["project_img_s"],
+        "variants_img_s": variants,
         "train_gflop_per_img": flops / 1e9, "ceiling_gflop_s": ceiling / 1e9,
         "project_gflop_s": train["project_img_s"] * flops / 1e9,
         "fraction_of_ceiling": train["project_img_s"] * flops / ceiling,
         **data, "sample_img_s": sampling,
     }
     rows = [
-        ("training, dcgan trainer", f"{result['project_img_s']:.1f} img/s"),
+        ("training, dcgan trainer (defaults)", f"{result['project_img_s']:.1f} img/s"),
         ("training, textbook reference loop", f"{result['reference_img_s']:.1f} img/s"),
         ("ratio dcgan / reference (median of paired windows)", f"{result['ratio']:.2f}x"),
-        ("training, dcgan trainer with precision=bf16 (opt-in)", f"{bf16:.1f} img/s"),
+        *((f"training, dcgan trainer with {override}", f"{value:.1f} img/s")
+          for override, value in variants.items()),
         ("training FLOPs per image (from the architecture)", f"{result['train_gflop_per_img']:.2f} GFLOP"),
         ("conv fwd+bwd ceiling", f"{result['ceiling_gflop_s']:.0f} GFLOP/s"),
         ("dcgan step / ceiling", f"{100 * result['fraction_of_ceiling']:.0f}%"),
@@ -289,6 +304,7 @@ def main() -> None:
           f"batch {args.batch_size}, 64x64x3, ngf=ndf=64")
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>14}")
+    result["variants_img_s"] = {k: round(v, 2) for k, v in variants.items()}
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}))
     sys.stdout.flush()
 

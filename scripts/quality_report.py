@@ -39,13 +39,21 @@ def read_run(run_dir: Path) -> dict:
     verdicts = []
     for tag in tags["tensors"]:
         for event in events.Tensors(tag):
-            verdicts += [(event.step, text.decode()) for text in event.tensor_proto.string_val]
+            verdicts += [(when_said(event.step, text.decode()), text.decode())
+                         for text in event.tensor_proto.string_val]
     if not any(text.startswith("rolled back") for _, text in verdicts):
         verdicts = replay_detector(events, run_dir)  # today's detector on what was logged
     # <run>.time, and <run>.resume.time where a run was continued with resume=... epochs=...
     words = [time_file.read_text().split() for time_file in run_dir.parent.glob(f"{run_dir.name}.*time")]
     seconds = sum(float(w[0]) for w in words if w) or None  # a file is empty while running
-    return {"metrics": metrics, "verdicts": sorted(verdicts), "seconds": seconds}
+    return {"metrics": metrics, "verdicts": sorted(verdicts, key=lambda v: (v[0], v[1].startswith("rolled back"))), "seconds": seconds}
+
+
+def when_said(logged_step: int, text: str) -> int:
+    """A rollback is logged at the step it went back to; it belongs with the verdict that
+    caused it ("... after d_wins at step 70 ...")."""
+    match = re.search(r"after \w+ at step (\d+)", text) if text.startswith("rolled back") else None
+    return int(match.group(1)) if match else logged_step
 
 
 def replay_detector(events: EventAccumulator, run_dir: Path) -> list[tuple[int, str]]:

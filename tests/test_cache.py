@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from dcgan.cache import CachedImages, cache_paths
-from dcgan.data import build_dataset
+from dcgan.data import build_dataset, build_loader
 from tests.conftest import TINY
 
 
@@ -35,6 +35,13 @@ def test_cache_yields_exactly_the_decoded_tensors(make_config, tmp_path, name, c
     assert isinstance(cached, CachedImages) and len(cached) == len(decoded) == 12
     for index in range(12):
         assert torch.equal(cached[index], decoded[index])
+    # and the batches the loader fetches whole are those images, in the sampler's order
+    loader, sampler = build_loader(cached, batch_size=4, seed=0, num_workers=0)
+    sampler.set_epoch(0)
+    order = list(sampler)
+    for number, (batch, bad) in enumerate(loader):
+        expected = torch.stack([decoded[i] for i in order[4 * number:4 * number + 4]])
+        assert torch.equal(batch, expected) and bad == []
 
 
 def test_cache_is_rebuilt_when_files_or_size_change(make_config, tmp_path):

@@ -232,6 +232,13 @@ def test_loader_batches_full_and_refuses_tiny_data(make_config):
     loader, _ = build_loader(dataset, batch_size=16, seed=0, num_workers=0)
     batches = [images for images, _ in loader]
     assert len(batches) == 2 and all(b.shape == (16, 3, 64, 64) for b in batches)
+    # in-memory images come a batch at a time (__getitems__): the same as image by image
+    digits = dataset_for(make_config, "dataset.limit=64")
+    loader, sampler = build_loader(digits, batch_size=16, seed=0, num_workers=0)
+    sampler.set_epoch(0)
+    order = list(sampler)
+    first, _ = next(iter(loader))
+    assert torch.equal(first, torch.stack([digits[i] for i in order[:16]]))
     with pytest.raises(DCGANError, match="fewer than batch_size"):
         build_loader(dataset, batch_size=64, seed=0, num_workers=0)
 

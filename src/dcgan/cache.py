@@ -42,6 +42,10 @@ class CachedImages(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return to_signed_unit(torch.from_numpy(np.array(self.array[index])))
 
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        """A whole batch with one read of the array (see TensorImages.__getitems__)."""
+        return to_signed_unit(torch.from_numpy(self.array[np.asarray(indices)]))
+
 
 def cache_paths(ds: DictConfig) -> tuple[Path, Path]:
     """(array, manifest) paths for this data set's name, split, limit, channels and size."""

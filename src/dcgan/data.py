@@ -63,6 +63,11 @@ class TensorImages(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return to_signed_unit(self.images[index])
 
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        """A whole batch in one indexing operation: the DataLoader calls this instead of
+        __getitem__ per image (the same images, without a Python call per image)."""
+        return to_signed_unit(self.images[torch.as_tensor(indices)])
+
 
 class FakeImages(Dataset):
     """Random images in [-1, 1], each a pure function of its index (no global RNG, no I/O)."""
@@ -329,8 +334,11 @@ class EpochShuffle(DistributedSampler):
         return super().__len__() - self.start_index
 
 
-def collate_images(items: list) -> tuple[torch.Tensor, list[str]]:
-    """Stack the readable images of a batch; return the paths of those that could not be read."""
+def collate_images(items: list | torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """Stack the readable images of a batch; return the paths of those that could not be read.
+    A batch fetched whole (a data set's __getitems__) is already one tensor."""
+    if isinstance(items, torch.Tensor):
+        return items, []
     images = [item for item in items if isinstance(item, torch.Tensor)]
     bad_paths = [item[1] for item in items if not isinstance(item, torch.Tensor)]
     if not images:

@@ -1,0 +1,102 @@
+"""The CUDA paths: autocast precisions, GradScaler, channels_last, compile, pinned-memory loading
+and exact resume, on a GPU. Skipped (with the reason) on machines without one, such as CI; run
+them where there is one: `python -m pytest -q tests/test_cuda.py`."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from dcgan.checkpoint import load_checkpoint
+from dcgan.data import build_dataset
+from dcgan.runtime import configure_backends, seed_everything
+from dcgan.trainer import Trainer
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+ON_GPU = [*[o for o in TINY if not o.startswith("device=")], "device=cuda"]
+FAKE = [*ON_GPU, "dataset=fake", "dataset.size=64"]
+
+
+def make_trainer(make_config, tmp_path, *overrides) -> Trainer:
+    cfg = make_config(*FAKE, *overrides)
+    device = torch.device("cuda")
+    configure_backends(device, None)
+    seed_everything(cfg.seed)
+    return Trainer(cfg, build_dataset(cfg.dataset), tmp_path, device)
+
+
+def losses(trainer: Trainer, steps: int = 3) -> list[float]:
+    batches = torch.stack([trainer.dataset[i] for i in range(16 * steps)]).split(16)
+    out = []
+    for real in batches:
+        metrics = trainer.train_step(real)
+        out += [metrics["loss_d"].item(), metrics["loss_g"].item()]
+    return out
+
+
+def test_auto_precision_is_bf16_on_cuda(make_config, tmp_path):
+    trainer = make_trainer(make_config, tmp_path)
+    assert trainer.device.type == "cuda"
+    assert trainer.autocast_dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    assert next(trainer.generator.parameters()).is_cuda
+    assert torch.backends.cudnn.benchmark
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_autocast_trains_and_stays_near_fp32(make_config, tmp_path, precision):
+    trainer = make_trainer(make_config, tmp_path, f"precision={precision}")
+    assert not trainer.scaler_d.is_enabled()  # no loss scaling outside fp16
+    measured = losses(trainer)
+    reference = losses(make_trainer(make_config, tmp_path, "precision=fp32"))
+    assert all(torch.isfinite(torch.tensor(measured)))
+    # autocast changes rounding, not the mathematics: the first steps' losses stay close
+    assert measured == pytest.approx(reference, rel=0.05, abs=0.02)
+
+
+def test_fp16_scales_the_losses_and_trains(make_config, tmp_path):
+    trainer = make_trainer(make_config, tmp_path, "precision=fp16")
+    assert trainer.scaler_d.is_enabled() and trainer.scaler_g.is_enabled()
+    g_before = [p.detach().clone() for p in trainer.generator.parameters()]
+    measured = losses(trainer, steps=1)  # before the fp32 trainer reseeds the RNG
+    reference = losses(make_trainer(make_config, tmp_path, "precision=fp32"), steps=1)
+    assert measured[0] == pytest.approx(reference[0], rel=0.01)  # D loss before any update
+    measured += [loss for _ in range(3) for loss in losses(trainer)]
+    assert all(torch.isfinite(torch.tensor(measured)))
+    # GradScaler skips the steps whose scaled gradients overflow while it finds its scale
+    # (so fp16's losses part from fp32's), then the steps go through and the weights move
+    assert 0 < trainer.scaler_g.get_scale() < float("inf")
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, trainer.generator.parameters()))
+
+
+def test_channels_last_gives_the_nchw_losses_on_cuda(make_config, tmp_path):
+    fast = losses(make_trainer(make_config, tmp_path, "precision=fp32", "channels_last=true"))
+    plain = losses(make_trainer(make_config, tmp_path, "precision=fp32", "channels_last=false"))
+    assert fast == pytest.approx(plain, rel=1e-2, abs=1e-3)  # TF32 convolutions in both
+
+
+def test_compiled_networks_train_like_eager_ones_on_cuda(make_config, tmp_path):
+    compiled = losses(make_trainer(make_config, tmp_path, "precision=fp32", "compile=true"))
+    eager = losses(make_trainer(make_config, tmp_path, "precision=fp32"))
+    assert compiled == pytest.approx(eager, rel=1e-2, abs=1e-3)
+
+
+def test_cli_trains_on_cuda_and_resumes_exactly(cli, tmp_path):
+    """Image files through pinned memory to the GPU; 2 epochs at once equal 1 + resume 1."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = [*ON_GPU, "eval.n_samples=32"]
+    cli("dcgan-train", *common, "epochs=2", f"hydra.run.dir={straight}", check=True)
+    cli("dcgan-train", *common, "epochs=1", f"hydra.run.dir={split}", check=True)
+    cli("dcgan-train", f"resume={split}", "epochs=2", check=True)
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(split / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] > 0
+    for network in ("generator", "discriminator"):
+        for key, value in a[network].items():
+            if value.is_floating_point():
+                # cuDNN may pick other (equally valid) algorithms in the second process
+                assert torch.allclose(value, b[network][key], rtol=1e-3, atol=1e-4), key
+    with safe_open(str(straight / "checkpoints" / "generator.safetensors"), "pt") as file:
+        assert json.loads(file.metadata()["arch"])["nz"] == 16  # saved from the GPU, read on CPU
