@@ -13,6 +13,7 @@ from dcgan.data import (
     build_dataset,
     build_loader,
     collate_images,
+    default_workers,
     read_idx_images,
 )
 from dcgan.errors import DCGANError
@@ -239,6 +240,11 @@ def test_loader_batches_full_and_refuses_tiny_data(make_config):
     order = list(sampler)
     first, _ = next(iter(loader))
     assert torch.equal(first, torch.stack([digits[i] for i in order[:16]]))
+    # fetched in the training process on the CPU, by a worker ahead of a GPU
+    assert default_workers(digits) == 0 and default_workers(digits, feeds_gpu=True) >= 1
+    loader, sampler = build_loader(digits, batch_size=16, seed=0, num_workers=1)
+    sampler.set_epoch(0)
+    assert torch.equal(next(iter(loader))[0], first)
     with pytest.raises(DCGANError, match="fewer than batch_size"):
         build_loader(dataset, batch_size=64, seed=0, num_workers=0)
 

@@ -346,11 +346,14 @@ def collate_images(items: list | torch.Tensor) -> tuple[torch.Tensor, list[str]]
     return torch.stack(images), bad_paths
 
 
-def default_workers(dataset: Dataset) -> int:
-    """No workers for data already in memory; otherwise leave one core for the training step."""
-    if not isinstance(dataset, ImageFiles):  # in memory or memory-mapped: nothing to decode
-        return 0
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+def default_workers(dataset: Dataset, feeds_gpu: bool = False) -> int:
+    """Image files: decode in workers, leaving one core for the training step. Data in memory
+    (or memory-mapped) has nothing to decode: the main process fetches each batch between CPU
+    steps, but a GPU step is over before that, so two workers prepare the next batches then."""
+    cores = os.cpu_count() or 2
+    if not isinstance(dataset, ImageFiles):
+        return max(1, min(2, cores - 1)) if feeds_gpu else 0
+    return max(1, min(4, cores - 1))
 
 
 def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Optional[int],
@@ -364,7 +367,7 @@ def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Opti
         raise DCGANError(f"the data set has {len(dataset)} images, fewer than batch_size="
                          f"{batch_size} x {num_replicas} process(es); lower batch_size or add "
                          "images")
-    workers = default_workers(dataset) if num_workers is None else num_workers
+    workers = default_workers(dataset, pin_memory) if num_workers is None else num_workers
     sampler = EpochShuffle(len(dataset), seed, num_replicas, rank)
     loader = DataLoader(
         dataset,
