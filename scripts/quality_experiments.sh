@@ -6,6 +6,7 @@
 #   scripts/quality_experiments.sh rollback # the textbook "small" run with collapse.policy=rollback
 #   scripts/quality_experiments.sh full     # all 6,097 faces of ../shared/data/celeba
 #   scripts/quality_experiments.sh mnist    # the 10k MNIST test digits
+#   scripts/quality_experiments.sh mnist-rollback  # the textbook MNIST run with collapse.policy=rollback
 # Then: python scripts/quality_report.py  (tables and grids under docs/quality/)
 # (The "small" runs in the README were made with epochs=30, then continued with
 #  dcgan-train resume=runs/quality/small-<kind> epochs=70; resuming is exact, so it is the same.
@@ -43,5 +44,11 @@ case "${1:-all}" in
       hydra.run.dir="$OUT/small-rollback" > "$OUT/small-rollback.log" 2>&1 ;;&
   mnist|all)
     pair mnist mnist_stable dataset=mnist dataset.root="$DATA/mnist" dataset.split=test \
-      model.ngf=32 model.ndf=32 epochs=3 eval.every=1 ;;
+      model.ngf=32 model.ndf=32 epochs=3 eval.every=1 ;;&
+  mnist-rollback|all)  # the textbook MNIST run with collapse.policy=rollback; D wins within
+    # the first epoch, so step checkpoints give it somewhere to go back to
+    /usr/bin/time -f "%e s" -o "$OUT/mnist-rollback.time" \
+    dcgan-train "${COMMON[@]}" dataset=mnist dataset.root="$DATA/mnist" dataset.split=test \
+      model.ngf=32 model.ndf=32 epochs=3 eval.every=1 collapse.policy=rollback ckpt_every_steps=20 \
+      hydra.run.dir="$OUT/mnist-rollback" > "$OUT/mnist-rollback.log" 2>&1 ;;
 esac

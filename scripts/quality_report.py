@@ -24,7 +24,7 @@ from dcgan.config import from_plain_dict
 from dcgan.trainer import collapse_settings
 
 GROUPS = {"small": ("textbook", "stable", "rollback"), "full": ("textbook", "stable"),
-          "mnist": ("textbook", "stable")}
+          "mnist": ("textbook", "stable", "rollback")}
 
 
 def read_run(run_dir: Path) -> dict:
