@@ -100,3 +100,23 @@ def test_cli_trains_on_cuda_and_resumes_exactly(cli, tmp_path):
                 assert torch.allclose(value, b[network][key], rtol=1e-3, atol=1e-4), key
     with safe_open(str(straight / "checkpoints" / "generator.safetensors"), "pt") as file:
         assert json.loads(file.metadata()["arch"])["nz"] == 16  # saved from the GPU, read on CPU
+
+
+@pytest.mark.parametrize("overrides", [
+    ["augment=[translation,color,cutout]", "real_label=0.9", "label_flip=0.05",
+     "instance_noise.std=0.1", "ema.decay=0.99"],
+    ["loss=wgan_gp"],
+    ["loss=hinge", "model.spectral_norm=true"],
+    ["loss=lsgan", "lr_d=1e-4", "lr_g=4e-4"],
+])
+def test_stabilisers_and_losses_train_on_cuda(make_config, tmp_path, overrides):
+    trainer = make_trainer(make_config, tmp_path, *overrides)
+    g_before = [p.detach().clone() for p in trainer.generator.parameters()]
+    measured = losses(trainer)
+    assert all(torch.isfinite(torch.tensor(measured)))
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, trainer.generator.parameters()))
+    if trainer.ema is not None:  # the average is on the GPU too, and lags the live weights
+        live, average = trainer.generator.state_dict(), trainer.ema.module.state_dict()
+        assert all(average[key].is_cuda for key in average)
+        assert any(not torch.equal(live[key], average[key]) for key in live
+                   if live[key].is_floating_point())
