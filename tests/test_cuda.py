@@ -13,6 +13,7 @@ from dcgan.data import build_dataset
 from dcgan.runtime import configure_backends, seed_everything
 from dcgan.trainer import Trainer
 from tests.conftest import TINY
+from tests.test_trainer import losses  # loss_d, loss_g of each step: [d1, g1, d2, g2, ...]
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -26,15 +27,6 @@ def make_trainer(make_config, tmp_path, *overrides) -> Trainer:
     configure_backends(device, None)
     seed_everything(cfg.seed)
     return Trainer(cfg, build_dataset(cfg.dataset), tmp_path, device)
-
-
-def losses(trainer: Trainer, steps: int = 3) -> list[float]:
-    batches = torch.stack([trainer.dataset[i] for i in range(16 * steps)]).split(16)
-    out = []
-    for real in batches:
-        metrics = trainer.train_step(real)
-        out += [metrics["loss_d"].item(), metrics["loss_g"].item()]
-    return out
 
 
 def test_auto_precision_is_bf16_on_cuda(make_config, tmp_path):
