@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from dcgan.errors import DCGANError
 from dcgan.metrics import compute_metrics
+from dcgan.models import in_mode
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,9 @@ class Evaluator:
     @torch.no_grad()
     def generate(self, generator: nn.Module) -> torch.Tensor:
         """G(fixed noise) in eval mode (BatchNorm running statistics), on the CPU, float32."""
-        was_training = generator.training
-        generator.eval()
-        parts = [generator(self.noise[i : i + GENERATE_BATCH].to(self.device)).float().cpu()
-                 for i in range(0, self.n, GENERATE_BATCH)]
-        generator.train(was_training)
+        with in_mode(generator, training=False):
+            parts = [generator(self.noise[i : i + GENERATE_BATCH].to(self.device)).float().cpu()
+                     for i in range(0, self.n, GENERATE_BATCH)]
         return torch.cat(parts)
 
 

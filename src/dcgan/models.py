@@ -15,7 +15,9 @@ per forward pass in train mode.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -138,12 +140,21 @@ def init_weights(module: nn.Module) -> None:
 def _refresh_power_iteration(module: nn.Module, iterations: int = 50) -> None:
     # Reading a spectrally normalised weight in train mode runs one power iteration; the
     # estimates made at registration belong to the weight that init_weights just replaced.
-    parametrization = module.parametrizations.weight
-    was_training = parametrization.training
-    parametrization.train()
-    for _ in range(iterations):
-        _ = module.weight
-    parametrization.train(was_training)
+    with in_mode(module.parametrizations.weight, training=True):
+        for _ in range(iterations):
+            _ = module.weight
+
+
+@contextmanager
+def in_mode(module: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Run a block with `module` in train (True) or eval (False) mode, then restore its mode:
+    e.g. samples from G with BatchNorm's running statistics in the middle of training."""
+    was_training = module.training
+    module.train(training)
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def build_models(arch: Architecture) -> tuple[Generator, Discriminator]:

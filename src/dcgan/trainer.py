@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,7 +38,7 @@ from dcgan.collapse import CollapseDetector, CollapseSettings, Verdict
 from dcgan.ema import EMA
 from dcgan.evaluation import Evaluator
 from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
-from dcgan.models import Architecture, build_models
+from dcgan.models import Architecture, build_models, in_mode
 from dcgan.distributed import (
     SINGLE,
     Distributed,
@@ -93,10 +94,8 @@ def architecture_from(cfg: DictConfig) -> Architecture:
 
 
 def collapse_settings(cfg: DictConfig) -> CollapseSettings:
-    co = cfg.collapse
-    return CollapseSettings(d_loss_floor=co.d_loss_floor, g_loss_ceiling=co.g_loss_ceiling,
-                            patience=co.patience, real_prob_high=co.real_prob_high,
-                            fake_prob_low=co.fake_prob_low, diversity_floor=co.diversity_floor)
+    """The detector's thresholds, read from the config group of the same field names."""
+    return CollapseSettings(**{f.name: cfg.collapse[f.name] for f in fields(CollapseSettings)})
 
 
 class Trainer:
@@ -435,12 +434,8 @@ class Trainer:
     @torch.no_grad()
     def fixed_samples(self) -> torch.Tensor:
         """G(fixed noise) in eval mode (BatchNorm running statistics), as [-1, 1] images."""
-        generator = self.sampling_generator
-        was_training = generator.training
-        generator.eval()
-        images = generator(self.fixed_noise)
-        generator.train(was_training)
-        return images
+        with in_mode(self.sampling_generator, training=False) as generator:
+            return generator(self.fixed_noise)
 
     def log_real_grid(self, tracker: Tracker) -> None:
         reals = []
