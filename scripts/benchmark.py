@@ -15,15 +15,17 @@ Measures, at the default architecture (64x64, ngf=ndf=64, 3 channels, batch 128)
     workers) versus the decoded-image cache (dcgan-prepare).
   - sampling: images per second of dcgan-sample's generator.
   - the trainer with one non-default setting each: precision=bf16 on a CPU; precision=fp32,
-    precision=fp16 and compile=true on CUDA (where the default is bf16 autocast).
+    precision=fp16, channels_last=false and compile=true on CUDA (default there: bf16 autocast).
 Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -189,6 +191,7 @@ def project_trainer(device, batch, *overrides) -> Trainer:
     seed_everything(0)
     # train_step never writes to the run directory; a fresh empty one keeps that honest
     run_dir = Path(tempfile.mkdtemp(prefix="dcgan-benchmark-"))
+    atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
     return Trainer(cfg, build_dataset(cfg.dataset), run_dir, device)
 
 

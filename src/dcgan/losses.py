@@ -20,7 +20,6 @@ from torch import nn
 from dcgan.errors import DCGANError
 
 LOSS_KINDS = ("bce", "hinge", "lsgan", "wgan_gp")
-_TARGET_KINDS = ("bce", "lsgan")  # the kinds with labels: smoothing and flips apply to them
 
 
 def bce(logits: torch.Tensor, target: Union[float, torch.Tensor]) -> torch.Tensor:
