@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from dcgan.config import config_dir, register_configs
+from dcgan.config import compose_config as compose_real_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -22,9 +20,7 @@ TINY = ["model.ngf=8", "model.ndf=8", "model.nz=16", "batch_size=16", "dataset.l
 
 
 def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose_real_config(overrides)
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from dcgan.cache import CachedImages, cache_paths
-from dcgan.data import build_dataset, build_loader
+from dcgan.data import build_dataset
+from dcgan.loader import build_loader
 from tests.conftest import TINY
 
 

@@ -11,14 +11,14 @@ from dcgan.checkpoint import (
     run_dir_of,
     save_checkpoint,
     set_aside_after,
-    write_atomic,
 )
+from dcgan.atomic import write_atomic
 from dcgan.errors import DCGANError
 
 
 def minimal_checkpoint() -> dict:
     return {"generator": {"w": torch.ones(2)}, "discriminator": {}, "opt_g": {}, "opt_d": {},
-            "epoch": 1, "step": 10, "fixed_noise": torch.zeros(16, 4, 1, 1),
+            "epoch": 1, "step": 10, "hooks": {"samples": {"fixed_noise": torch.zeros(16, 4, 1, 1)}},
             "rng": {"torch": torch.get_rng_state()}, "config": {"epochs": 2},
             "arch": {"nz": 4, "ngf": 8, "ndf": 8, "channels": 1, "image_size": 64}}
 
@@ -112,3 +112,17 @@ def test_crafted_pickle_does_not_run_code(tmp_path):
     with pytest.raises(DCGANError):
         load_checkpoint(raw)
     assert not marker.exists()
+
+
+def test_a_checkpoint_from_before_the_hooks_is_upgraded_on_load(tmp_path):
+    old = {key: value for key, value in minimal_checkpoint().items() if key != "hooks"}
+    old.update(fixed_noise=torch.ones(16, 4, 1, 1), eval_metrics={"swd/mean": 3.0},
+               best_value=2.0, collapse={"detector": {"peak_diversity": 0.5}, "rollbacks": 1,
+                                         "noise_start_step": 7})
+    save_checkpoint(old, [tmp_path / "old.pt"])
+    hooks = load_checkpoint(tmp_path / "old.pt")["hooks"]
+    assert torch.equal(hooks["samples"]["fixed_noise"], torch.ones(16, 4, 1, 1))
+    assert hooks["evaluation"]["metrics"] == {"swd/mean": 3.0}
+    assert hooks["checkpoints"]["best_value"] == 2.0
+    assert hooks["collapse"] == {"detector": {"peak_diversity": 0.5}, "rollbacks": 1,
+                                 "stabilisers": {"noise_start_step": 7}}

@@ -46,10 +46,13 @@ def test_train_writes_everything_a_user_looks_for(trained_run):
     state = load(run / "checkpoints" / "last.pt")
     assert set(REQUIRED_KEYS) <= set(state)
     assert state["epoch"] == 2 and state["step"] == 8
-    assert state["fixed_noise"].shape == (16, 16, 1, 1)
+    noise = state["hooks"]["samples"]["fixed_noise"]
+    assert noise.shape == (16, 16, 1, 1)
     assert state["config"]["model"]["ngf"] == 8 and state["config"]["dataset"]["name"] == "digits"
     epoch_one = load(run / "checkpoints" / "epoch_001.pt")
-    assert torch.equal(epoch_one["fixed_noise"], state["fixed_noise"])  # fixed for the run
+    assert torch.equal(epoch_one["hooks"]["samples"]["fixed_noise"], noise)  # fixed for the run
+    assert set(state["hooks"]) == {"bad_files", "replicas", "samples", "evaluation", "collapse",
+                                   "checkpoints"}  # each hook's own state
 
 
 def test_same_seed_same_losses(cli, tmp_path, trained_run):

@@ -1,7 +1,4 @@
 import pytest
-from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf.errors import ConfigKeyError, ValidationError
-
 from dcgan.config import validate
 from dcgan.errors import DCGANError
 from tests.conftest import user_error_line
@@ -35,21 +32,21 @@ def test_every_dataset_composes(make_config, name, channels):
 
 
 def test_unknown_key_is_refused(make_config):
-    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+    with pytest.raises(DCGANError, match="bad override: .*epoch"):
         make_config("epoch=3")
-    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+    with pytest.raises(DCGANError, match="bad override: .*ngff"):
         make_config("model.ngff=3")
 
 
 def test_unknown_group_option_is_refused(make_config):
-    with pytest.raises((MissingConfigException, ConfigCompositionException)):
+    with pytest.raises(DCGANError, match="bad override: .*imagenet"):
         make_config("dataset=imagenet")
 
 
 def test_wrong_type_is_refused(make_config):
-    with pytest.raises((ConfigCompositionException, ValidationError)):
+    with pytest.raises(DCGANError, match="bad override"):
         make_config("epochs=many")
-    with pytest.raises((ConfigCompositionException, ValidationError)):
+    with pytest.raises(DCGANError, match="bad override"):
         make_config("device=gpu")
 
 

@@ -9,24 +9,26 @@ import torch
 from safetensors import safe_open
 
 from dcgan.checkpoint import load_checkpoint
-from dcgan.data import build_dataset
+from dcgan.config import gan_settings
+from dcgan.gan import GANPair
 from dcgan.runtime import configure_backends, seed_everything
-from dcgan.trainer import Trainer
 from tests.conftest import TINY
-from tests.test_trainer import losses  # loss_d, loss_g of each step: [d1, g1, d2, g2, ...]
+from tests.test_gan import losses  # loss_d, loss_g of each step: [d1, g1, d2, g2, ...]
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 ON_GPU = [*[o for o in TINY if not o.startswith("device=")], "device=cuda"]
 FAKE = [*ON_GPU, "dataset=fake", "dataset.size=64"]
 
 
-def make_trainer(make_config, tmp_path, *overrides) -> Trainer:
+def make_trainer(make_config, tmp_path, *overrides) -> GANPair:
+    """The GAN pair on the GPU (the name is kept from when the trainer held the step)."""
     cfg = make_config(*FAKE, *overrides)
     device = torch.device("cuda")
     configure_backends(device, None)
     seed_everything(cfg.seed)
-    return Trainer(cfg, build_dataset(cfg.dataset), tmp_path, device)
+    return GANPair(gan_settings(cfg, steps_per_epoch=4), device)
 
 
 def test_auto_precision_is_bf16_on_cuda(make_config, tmp_path):

@@ -7,16 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.data import (
-    EpochShuffle,
-    ImageFiles,
-    build_dataset,
-    build_loader,
-    collate_images,
-    default_workers,
-    read_idx_images,
-)
+from dcgan.data import DATASETS, ImageFiles, build_dataset, read_idx_images
 from dcgan.errors import DCGANError
+from dcgan.loader import collate_images
 
 
 def dataset_for(make_config, *overrides):
@@ -211,44 +204,6 @@ def test_unreadable_image_is_reported_not_raised(make_config, tmp_path):
     assert bad == [str(tmp_path / "broken.jpg")]
 
 
-# -- loader ------------------------------------------------------------------------------------
-
-def test_shuffle_depends_only_on_seed_and_epoch():
-    a, b = EpochShuffle(100, seed=1), EpochShuffle(100, seed=1)
-    torch.manual_seed(123)
-    a.set_epoch(3)
-    order_a = list(a)
-    torch.manual_seed(456)  # the global RNG does not matter
-    b.set_epoch(3)
-    assert list(b) == order_a
-    assert sorted(order_a) == list(range(100))
-    b.set_epoch(4)
-    assert list(b) != order_a
-    b.set_epoch(3, start_index=40)
-    assert list(b) == order_a[40:]
-
-
-def test_loader_batches_full_and_refuses_tiny_data(make_config):
-    dataset = dataset_for(make_config, "dataset=fake", "dataset.size=40")
-    loader, _ = build_loader(dataset, batch_size=16, seed=0, num_workers=0)
-    batches = [images for images, _ in loader]
-    assert len(batches) == 2 and all(b.shape == (16, 3, 64, 64) for b in batches)
-    # in-memory images come a batch at a time (__getitems__): the same as image by image
-    digits = dataset_for(make_config, "dataset.limit=64")
-    loader, sampler = build_loader(digits, batch_size=16, seed=0, num_workers=0)
-    sampler.set_epoch(0)
-    order = list(sampler)
-    first, _ = next(iter(loader))
-    assert torch.equal(first, torch.stack([digits[i] for i in order[:16]]))
-    # fetched in the training process on the CPU, by a worker ahead of a GPU
-    assert default_workers(digits) == 0 and default_workers(digits, feeds_gpu=True) >= 1
-    loader, sampler = build_loader(digits, batch_size=16, seed=0, num_workers=1)
-    sampler.set_epoch(0)
-    assert torch.equal(next(iter(loader))[0], first)
-    with pytest.raises(DCGANError, match="fewer than batch_size"):
-        build_loader(dataset, batch_size=64, seed=0, num_workers=0)
-
-
 def test_decoding_matches_the_torchvision_recipe(make_config, tmp_path):
     transforms = pytest.importorskip("torchvision.transforms")
     rng = np.random.default_rng(1)
@@ -266,3 +221,18 @@ def test_decoding_matches_the_torchvision_recipe(make_config, tmp_path):
                                  transforms.PILToTensor(), to_unit])
     with Image.open(tmp_path / "w.png") as image:
         assert torch.equal(folder[1], recipe(image.convert("RGB")))
+
+
+def test_the_registry_is_what_validation_reads(make_config):
+    """A data set's splits, channels and root come from one registry entry."""
+    from dcgan.config import validate
+
+    for name, kind in DATASETS.items():
+        overrides = [f"dataset={name}", "dataset.root=somewhere"]
+        for split in kind.splits:
+            validate(make_config(*overrides, f"dataset.split={split}"))
+        with pytest.raises(DCGANError, match="is not a split of"):
+            validate(make_config(*overrides, "dataset.split=nonsense"))
+        if kind.needs_root:
+            with pytest.raises(DCGANError, match="dataset.root must be set"):
+                validate(make_config(f"dataset={name}", "dataset.root=null"))

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dcgan.data import EpochShuffle
+from dcgan.loader import EpochShuffle
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 SMALL = ["model.ngf=8", "model.ndf=8", "model.nz=16", "batch_size=8", "device=cpu",

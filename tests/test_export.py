@@ -11,7 +11,7 @@ import torch
 
 from dcgan import export
 from dcgan.errors import DCGANError
-from dcgan.sample import load_generator
+from dcgan.checkpoint import load_generator
 from tests.conftest import run_cli, user_error_line
 
 CPU = torch.device("cpu")

@@ -1,7 +1,9 @@
 """A wheel, installed into a fresh virtual environment, finds its configs without the repo."""
 
+import site
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -15,8 +17,14 @@ def test_wheel_install_finds_its_configs(tmp_path):
     wheel = next(wheels.glob("dcgan-*.whl"))
 
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)  # reuse installed torch
+    venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
+    # reuse the torch, hydra, ... of the interpreter running the tests (a venv or not)
+    target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
+                                  "get_paths()['purelib'])"], check=True, capture_output=True,
+                                 text=True).stdout.strip())
+    ours = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
+    (target / "reuse_test_runner.pth").write_text("\n".join(sorted(ours)) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
                     "--no-deps", str(wheel)], check=True, capture_output=True)
 

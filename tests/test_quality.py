@@ -14,11 +14,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from dcgan.checkpoint import load_checkpoint, load_generator_file
+from dcgan.checkpoint import load_checkpoint, load_generator, load_generator_file
 from dcgan.config import validate
 from dcgan.data import build_dataset
-from dcgan.sample import load_generator
-from dcgan.tracking import NullTracker
+from dcgan.run import build_trainer
 from dcgan.trainer import Trainer
 from tests.conftest import TINY, user_error_line
 
@@ -61,8 +60,8 @@ def test_training_logs_metrics_every_epoch_and_keeps_the_best(evaluated_run):
         assert len(scalars[tag]) == 3, tag  # one evaluation per epoch
     swd = scalars["metrics/swd/mean"]
     best = load_checkpoint(evaluated_run / "checkpoints" / "best.pt")
-    assert best["best_value"] == pytest.approx(min(swd), rel=1e-6)
-    assert best["eval_metrics"]["swd/mean"] == pytest.approx(min(swd), rel=1e-6)
+    assert best["hooks"]["checkpoints"]["best_value"] == pytest.approx(min(swd), rel=1e-6)
+    assert best["hooks"]["evaluation"]["metrics"]["swd/mean"] == pytest.approx(min(swd), rel=1e-6)
     assert best["epoch"] == 1 + swd.index(min(swd))
 
 
@@ -75,7 +74,8 @@ def test_dcgan_eval_reproduces_the_training_evaluation(evaluated_run, cli):
     measured = json.loads(lines[-1])  # and one JSON line
     assert measured["n"] == 48 and measured["epoch"] == best["epoch"]
     for key in ("swd/mean", "swd/64", "diversity"):
-        assert measured[key] == pytest.approx(best["eval_metrics"][key], rel=1e-4), key
+        assert measured[key] == pytest.approx(best["hooks"]["evaluation"]["metrics"][key],
+                                              rel=1e-4), key
 
 
 def test_dcgan_eval_refusals(evaluated_run, cli, tmp_path):
@@ -96,8 +96,8 @@ def fit(make_config, tmp_path, *overrides: str) -> Trainer:
     cfg = make_config(*TINY, "epochs=2", "eval.every=0", *overrides)
     validate(cfg)
     torch.manual_seed(0)
-    trainer = Trainer(cfg, build_dataset(cfg.dataset), tmp_path, torch.device("cpu"))
-    trainer.fit(NullTracker())
+    trainer = build_trainer(cfg, build_dataset(cfg.dataset), tmp_path, torch.device("cpu"))
+    assert trainer.fit().finished
     return trainer
 
 
@@ -109,26 +109,26 @@ def adam_steps(optimizer: torch.optim.Optimizer) -> int:
 def test_each_loss_trains_with_finite_values(make_config, tmp_path, loss):
     trainer = fit(make_config, tmp_path, f"loss={loss}")
     assert all(math.isfinite(v) for v in trainer.last_metrics.values())
-    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in trainer.discriminator.modules())
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in trainer.gan.discriminator.modules())
     assert has_bn == (loss != "wgan_gp")  # WGAN-GP: no BatchNorm in D
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["arch"]["d_batchnorm"] == has_bn
 
 
 def test_d_steps_takes_one_g_step_per_k_batches(make_config, tmp_path):
     trainer = fit(make_config, tmp_path, "d_steps=2")
-    assert adam_steps(trainer.opt_d) == trainer.step == 8  # 2 epochs x 4 batches
-    assert adam_steps(trainer.opt_g) == 4
+    assert adam_steps(trainer.gan.opt_d) == trainer.step == 8  # 2 epochs x 4 batches
+    assert adam_steps(trainer.gan.opt_g) == 4
 
 
 def test_two_time_scale_learning_rates(make_config, tmp_path):
     trainer = fit(make_config, tmp_path, "lr_g=1e-4", "lr_d=4e-4")
-    assert trainer.opt_g.param_groups[0]["lr"] == 1e-4
-    assert trainer.opt_d.param_groups[0]["lr"] == 4e-4
+    assert trainer.gan.opt_g.param_groups[0]["lr"] == 1e-4
+    assert trainer.gan.opt_d.param_groups[0]["lr"] == 4e-4
 
 
 def test_spectral_norm_keeps_d_layers_at_unit_norm(make_config, tmp_path):
     trainer = fit(make_config, tmp_path, "model.spectral_norm=true")
-    convs = [m for m in trainer.discriminator.modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in trainer.gan.discriminator.modules() if isinstance(m, nn.Conv2d)]
     for conv in convs:
         sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
         assert sigma == pytest.approx(1.0, abs=0.1)
@@ -136,8 +136,8 @@ def test_spectral_norm_keeps_d_layers_at_unit_norm(make_config, tmp_path):
 
 def test_ema_generator_is_what_samples_and_the_generator_file_use(make_config, tmp_path):
     trainer = fit(make_config, tmp_path, "ema.decay=0.9")
-    live = trainer.generator.state_dict()
-    averaged = trainer.sampling_generator.state_dict()
+    live = trainer.gan.generator.state_dict()
+    averaged = trainer.gan.sampling_generator.state_dict()
     assert not torch.equal(live["main.0.weight"], averaged["main.0.weight"])
     weights, _ = load_generator_file(tmp_path / "checkpoints" / "generator.safetensors")
     assert torch.equal(weights["main.0.weight"], averaged["main.0.weight"].cpu())
@@ -149,15 +149,15 @@ def test_augmentation_noise_and_label_smoothing_train(make_config, tmp_path):
     trainer = fit(make_config, tmp_path, "augment=[color,translation,cutout]",
                   "instance_noise.std=0.2", "real_label=0.9", "label_flip=0.05")
     assert all(math.isfinite(v) for v in trainer.last_metrics.values())
-    assert trainer.instance_noise_std() == pytest.approx(0.0, abs=1e-9)  # annealed by the end
+    assert trainer.gan.settings.noise.std_at(trainer.step) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_instance_noise_anneals_from_its_start(make_config, tmp_path):
     cfg = make_config(*TINY, "epochs=4", "instance_noise.std=0.2")
-    trainer = Trainer(cfg, build_dataset(cfg.dataset), tmp_path, torch.device("cpu"))
-    assert trainer.instance_noise_std() == pytest.approx(0.2)
-    trainer.step = 8  # half of 4 epochs x 4 batches
-    assert trainer.instance_noise_std() == pytest.approx(0.1)
+    noise = build_trainer(cfg, build_dataset(cfg.dataset), tmp_path,
+                          torch.device("cpu")).gan.settings.noise
+    assert noise.std_at(0) == pytest.approx(0.2)
+    assert noise.std_at(8) == pytest.approx(0.1)  # half of 4 epochs x 4 batches
 
 
 def test_stabilised_run_resumes_with_its_settings(make_config, tmp_path, cli):
@@ -223,11 +223,14 @@ def test_rollback_policy_reloads_a_healthy_checkpoint_and_stabilises(cli, tmp_pa
     assert int(match.group(1)) < onset <= int(match.group(2))
     assert list((run_dir / "checkpoints" / "abandoned").glob("step_*.pt"))  # the dropped course
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    cfg = state["config"]
-    assert cfg["lr_d"] == pytest.approx(2.5e-3)  # halved
+    guard = state["hooks"]["collapse"]
+    assert guard["stabilisers"]["lr_d"] == pytest.approx(2.5e-3)  # halved
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(2.5e-3)
     assert state["step"] > 1  # it went on training after the rollback
-    assert cfg["instance_noise"]["std"] == pytest.approx(0.1) and cfg["real_label"] == 0.9
-    assert state["collapse"]["rollbacks"] == 1
+    assert guard["stabilisers"]["instance_noise"] == pytest.approx(0.1)
+    assert guard["stabilisers"]["real_label"] == 0.9
+    assert guard["rollbacks"] == 1
+    assert state["config"]["lr_d"] == 5e-3  # the config says what the user asked for
     # with the single rollback spent, a second collapse stops; otherwise the run finished
     assert result.returncode in (0, 4), result.stderr[-2000:]
     if result.returncode == 4:

@@ -21,6 +21,7 @@ pixel, usually with a std annealed to 0 over training.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -118,6 +119,27 @@ def annealed_std(start_std: float, progress: float) -> float:
     """The instance-noise std at `progress` through the annealing (clamped to [0, 1]):
     start_std at 0, falling linearly to 0.0 at 1."""
     return start_std * (1.0 - min(max(progress, 0.0), 1.0))
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """Instance noise over a run: `std` at `start_step`, falling linearly to 0 over
+    `anneal_epochs` epochs (None: over what is left of the run's `run_epochs`)."""
+
+    std: float = 0.0
+    anneal_epochs: Optional[float] = None
+    run_epochs: int = 1
+    steps_per_epoch: int = 1
+    start_step: int = 0  # moved by a collapse rollback, which restarts the annealing
+
+    def std_at(self, step: int) -> float:
+        """The std for the step after `step` completed steps (0.0 when off)."""
+        if self.std <= 0:
+            return 0.0
+        epochs = self.anneal_epochs or max(
+            self.run_epochs - self.start_step / self.steps_per_epoch, 1)
+        progress = (step - self.start_step) / (epochs * self.steps_per_epoch)
+        return annealed_std(self.std, min(max(progress, 0.0), 1.0))
 
 
 def _uniform(n: int, generator: Optional[torch.Generator], like: torch.Tensor) -> torch.Tensor:

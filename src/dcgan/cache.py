@@ -21,9 +21,10 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from dcgan.checkpoint import write_atomic
-from dcgan.data import ImageFiles, collate_images, default_workers, to_signed_unit
+from dcgan.atomic import atomic_path, write_atomic
 from dcgan.errors import DCGANError
+from dcgan.images import images_to_uint8, to_signed_unit
+from dcgan.loader import collate_images, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def file_list_checksum(paths: list[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def expected_manifest(ds: DictConfig, source: ImageFiles) -> dict:
+def expected_manifest(ds: DictConfig, source: Dataset) -> dict:
     return {
         "version": CACHE_VERSION,
         "source": str(Path(ds.root).expanduser().resolve()),
@@ -98,43 +99,41 @@ def is_current(array_path: Path, manifest: Optional[dict], expected: dict) -> bo
                            expected["image_size"], expected["image_size"])
 
 
-def build_cache(ds: DictConfig, source: ImageFiles, array_path: Path, manifest_path: Path,
+def build_cache(ds: DictConfig, source: Dataset, array_path: Path, manifest_path: Path,
                 num_workers: Optional[int] = None) -> dict:
-    """Decode every file of `source` in order into the cache; returns the manifest."""
+    """Decode every file of `source` (an ImageFiles) in order into the cache; returns the
+    manifest."""
     started = time.perf_counter()
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = array_path.with_name(f".{array_path.stem}.tmp-{os.getpid()}.npy")
-    shape = (len(source), ds.channels, ds.image_size, ds.image_size)
-    workers = default_workers(source) if num_workers is None else num_workers
-    loader = DataLoader(source, batch_size=256, num_workers=workers, collate_fn=collate_images)
-    try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        count, skipped = 0, []
-        for images, bad_paths in loader:
-            if bad_paths and ds.on_bad_image == "error":
-                raise DCGANError(f"cannot read image {bad_paths[0]} (dataset.on_bad_image=error)")
-            skipped += bad_paths
-            pixels = images.add(1).mul(127.5).round().to(torch.uint8).numpy()  # exact inverse
-            array[count : count + len(pixels)] = pixels
-            count += len(pixels)
-        array.flush()
-        del array
-        if skipped:
-            log.warning("cache: skipped %d unreadable image(s), e.g. %s", len(skipped), skipped[0])
-            _shrink(tmp, count)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, array_path)
-    except OSError as error:
-        raise DCGANError(f"could not write the cache {array_path}: {error.strerror or error}"
-                         ) from error
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(array_path) as tmp:
+        count, skipped = _decode_into(tmp, ds, source, num_workers)
     manifest = {**expected_manifest(ds, source), "count": count, "skipped": len(skipped)}
     write_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
     log.info("cache: %d images decoded into %s in %.1f s", count, array_path,
              time.perf_counter() - started)
     return manifest
+
+
+def _decode_into(path: Path, ds: DictConfig, source: Dataset, num_workers: Optional[int]
+                 ) -> tuple[int, list[str]]:
+    """Write the uint8 array of every readable image to `path`; (count, unreadable paths)."""
+    shape = (len(source), ds.channels, ds.image_size, ds.image_size)
+    workers = default_workers(source) if num_workers is None else num_workers
+    loader = DataLoader(source, batch_size=256, num_workers=workers, collate_fn=collate_images)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    count, skipped = 0, []
+    for images, bad_paths in loader:
+        if bad_paths and ds.on_bad_image == "error":
+            raise DCGANError(f"cannot read image {bad_paths[0]} (dataset.on_bad_image=error)")
+        skipped += bad_paths
+        pixels = images_to_uint8(images).numpy()  # the exact inverse of to_signed_unit
+        array[count : count + len(pixels)] = pixels
+        count += len(pixels)
+    array.flush()
+    del array
+    if skipped:
+        log.warning("cache: skipped %d unreadable image(s), e.g. %s", len(skipped), skipped[0])
+        _shrink(path, count)
+    return count, skipped
 
 
 def _shrink(path: Path, count: int) -> None:
@@ -145,7 +144,7 @@ def _shrink(path: Path, count: int) -> None:
     np.save(path, kept)
 
 
-def cached_dataset(ds: DictConfig, source: ImageFiles) -> CachedImages:
+def cached_dataset(ds: DictConfig, source: Dataset) -> CachedImages:
     """The cache for `source`, built (or rebuilt) first if it is missing or stale."""
     array_path, manifest_path = cache_paths(ds)
     expected = expected_manifest(ds, source)

@@ -1,9 +1,13 @@
 """Checkpoints: plain dicts of tensors and primitives, written atomically, loaded safely.
 
-A checkpoint holds `generator`, `discriminator`, `opt_g`, `opt_d` (state dicts), `epoch`
-(epochs completed), `step` (optimiser steps so far), `batch_in_epoch` (batches of the
-current epoch already trained, for a mid-epoch stop), `fixed_noise`, `rng`, `config` (the
-composed config as a plain dict) and `arch` (the shapes of the networks).
+A checkpoint holds the GAN pair's state (`generator`, `discriminator`, `opt_g`, `opt_d`,
+`scaler_g`, `scaler_d`, `generator_ema` with EMA on, `arch`: the shapes of the networks), the
+loop's position (`epoch`: epochs completed, `step`: optimiser steps so far, `batch_in_epoch`:
+batches of the current epoch already trained, for a mid-epoch stop), `rng` (and `rng_per_rank`),
+`config` (the composed config as a plain dict) and `hooks`: each hook's own state under its name
+(`samples`: the fixed noise, `evaluation`, `checkpoints`: the best value, `collapse`).
+Checkpoints written before hooks existed keep those states at the top level; `load_checkpoint`
+moves them where the hooks look (`upgrade_legacy`).
 
 Beside them, `generator.safetensors` holds only the generator weights, with the architecture
 in the file's metadata: the file to share, loadable without pickle at all.
@@ -24,12 +28,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from dcgan.atomic import write_atomic
 from dcgan.errors import DCGANError
+from dcgan.models import Architecture, Generator
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "step",
-                 "fixed_noise", "rng", "config", "arch")
+REQUIRED_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "step", "rng",
+                 "config", "arch")
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"  # the best evaluated epoch by eval.select
@@ -51,46 +57,6 @@ def serialize(payload: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync it, then rename it into place.
-
-    A crash at any moment leaves either the old file or the new one, never a torn file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise DCGANError(f"could not write {path}: {error.strerror or error}; "
-                         "the previous file is unchanged") from error
-    finally:  # also on a second Ctrl-C in the middle of a write
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete half-written files a killed process left behind (never a finished checkpoint)."""
-    for tmp in folder.glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open folders; the rename is still atomic there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(payload: dict[str, Any], paths: list[Path]) -> None:
@@ -135,6 +101,26 @@ def load_generator_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         raise DCGANError(f"{path} is not a dcgan generator file (no architecture in its metadata)")
     return tensors, json.loads(metadata["arch"])
 
+def load_generator(checkpoint: Path, device: torch.device, ema: bool = True) -> Generator:
+    """The generator of a training checkpoint or of a generator.safetensors file, in eval
+    mode (BatchNorm running statistics). A run trained with ema.decay > 0 gives its moving
+    average (the generator its samples and evaluations were made with) unless ema=False."""
+    if checkpoint.suffix == ".safetensors":
+        weights, arch = load_generator_file(checkpoint)
+    else:
+        state = load_checkpoint(checkpoint)
+        weights = state.get("generator_ema", state["generator"]) if ema else state["generator"]
+        arch = state["arch"]
+    try:
+        generator = Generator(Architecture(**arch))
+        generator.load_state_dict(weights)
+    except (TypeError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise DCGANError(f"{checkpoint}: the generator weights do not match the architecture "
+                         f"recorded in it ({first_line})") from error
+    return generator.to(device).eval()
+
+
 def resolve_checkpoint(path: str | os.PathLike, allow_generator: bool = False) -> Path:
     """A checkpoint file as given, or a run directory's checkpoints/last.pt (or, where a
     generator alone will do, its checkpoints/generator.safetensors)."""
@@ -175,6 +161,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise DCGANError(f"{path} is not a dcgan training checkpoint (found {keys})")
+    return upgrade_legacy(payload)
+
+
+def upgrade_legacy(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint from before the hooks kept their own state (commit 7642f76 and earlier):
+    its fixed noise, evaluation, best value and collapse state moved under `hooks`."""
+    if "hooks" in payload:
+        return payload
+    collapse = payload.get("collapse", {})
+    payload["hooks"] = {
+        "samples": {"fixed_noise": payload.pop("fixed_noise")},
+        "evaluation": {"metrics": payload.pop("eval_metrics", {})},
+        "checkpoints": {"best_value": payload.pop("best_value", float("inf"))},
+        "collapse": {"detector": collapse.get("detector", {}),
+                     "rollbacks": collapse.get("rollbacks", 0),
+                     "stabilisers": {"noise_start_step": collapse.get("noise_start_step", 0)}},
+    }
+    payload.pop("collapse", None)
     return payload
 
 

@@ -1,35 +1,41 @@
-"""The config schema (typed dataclasses registered with Hydra) and every cross-field check.
+"""The config schema (typed dataclasses registered with Hydra), every cross-field check, and
+the typed settings the rest of the package runs on.
 
 This is the only module that knows the shape of the config. Hydra refuses unknown keys and
-wrong types while composing; `validate` refuses values that type-check but make no sense.
+wrong types while composing; `validate` refuses values that type-check but make no sense;
+`resolve` turns the validated config into frozen settings (`RunSettings`) once, at the edge,
+so nothing downstream reads config strings or changes the config.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from dcgan.augment import NoiseSchedule
+from dcgan.collapse import CollapseSettings
+from dcgan.data import DATASETS
 from dcgan.errors import DCGANError
+from dcgan.gan import GANSettings
+from dcgan.hooks.checkpoints import CheckpointSettings
+from dcgan.hooks.collapse_guard import GuardSettings, RollbackSettings
+from dcgan.hooks.evaluation import EvaluationSettings
+from dcgan.models import Architecture
+from dcgan.trainer import LoopSettings
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment (Zhao et al., 2020)
-DATASET_SPLITS = {
-    "digits": ("all",),
-    "mnist": ("train", "test"),
-    "celeba": ("all", "train", "val", "test"),
-    "folder": ("all",),
-    "fake": ("all",),
-}
-# Data sets whose images fix the channel count; the others take it from `dataset.channels`.
-FIXED_CHANNELS = {"digits": 1, "mnist": 1, "celeba": 3}
 
 
 class Device(str, Enum):
@@ -264,27 +270,27 @@ def _validate_collapse(co: DictConfig) -> None:
 
 
 def _validate_dataset(ds: DictConfig) -> None:
-    _require(ds.name in DATASET_SPLITS, f"unknown dataset.name {ds.name!r}; "
-             f"choose one of {', '.join(DATASET_SPLITS)}")
+    _require(ds.name in DATASETS, f"unknown dataset.name {ds.name!r}; "
+             f"choose one of {', '.join(DATASETS)}")
+    kind = DATASETS[ds.name]
     _require(
         ds.image_size in SUPPORTED_IMAGE_SIZES,
         f"dataset.image_size={ds.image_size} is not supported; "
         f"choose one of {', '.join(map(str, SUPPORTED_IMAGE_SIZES))}",
     )
-    splits = DATASET_SPLITS[ds.name]
+    splits = kind.splits
     _require(ds.split in splits, f"dataset.split={ds.split!r} is not a split of {ds.name}; "
              f"choose one of {', '.join(splits)}")
     _require(ds.limit is None or ds.limit >= 1,
              f"dataset.limit must be at least 1 (or null for all), got {ds.limit}")
-    fixed = FIXED_CHANNELS.get(ds.name)
+    fixed = kind.channels
     if fixed is not None:
         _require(ds.channels == fixed, f"dataset.channels={ds.channels} is not possible for "
                  f"{ds.name}: its images have {fixed} channel(s)")
     else:
         _require(ds.channels in (1, 3), f"dataset.channels must be 1 or 3, got {ds.channels}")
     _require(ds.size >= 1, f"dataset.size must be at least 1, got {ds.size}")
-    needs_root = ds.name in ("mnist", "celeba", "folder")
-    _require(not needs_root or bool(ds.root), f"dataset.root must be set for {ds.name}")
+    _require(not kind.needs_root or bool(ds.root), f"dataset.root must be set for {ds.name}")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -335,6 +341,85 @@ def apply_resume_overrides(saved: dict[str, Any], composed: DictConfig,
         OmegaConf.update(cfg, key, new, merge=False)
     cfg.resume = composed.resume
     return cfg
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """train.yaml composed with these overrides, as dcgan-train composes it (for dcgan-prepare,
+    the tests and the benchmark); a bad override is a DCGANError."""
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise DCGANError(f"bad override: {first_line}") from error
+
+
+# -- typed settings ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a training run reads, resolved from a validated config."""
+
+    gan: GANSettings
+    loop: LoopSettings
+    checkpoints: CheckpointSettings
+    evaluation: EvaluationSettings
+    guard: GuardSettings
+    on_bad_image: str
+    ddp_check_every: int
+
+
+def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
+    """The settings of a run whose epochs hold `steps_per_epoch` steps (per rank)."""
+    ev = cfg.eval
+    return RunSettings(
+        gan=gan_settings(cfg, steps_per_epoch),
+        loop=LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, log_every=cfg.log_every,
+                          seed=cfg.seed, num_workers=cfg.num_workers),
+        checkpoints=CheckpointSettings(every_steps=cfg.ckpt_every_steps,
+                                       keep_last=cfg.keep_last, select=ev.select),
+        evaluation=EvaluationSettings(every=ev.every, n_samples=ev.n_samples, fid=ev.fid,
+                                      inception_weights=ev.inception_weights, seed=ev.seed),
+        guard=guard_settings(cfg),
+        on_bad_image=_name(cfg.dataset.on_bad_image),
+        ddp_check_every=cfg.ddp_check_every,
+    )
+
+
+def architecture(cfg: DictConfig) -> Architecture:
+    m = cfg.model
+    return Architecture.derive(nz=m.nz, ngf=m.ngf, ndf=m.ndf, channels=cfg.dataset.channels,
+                               image_size=cfg.dataset.image_size, loss=_name(cfg.loss),
+                               d_batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
+
+
+def gan_settings(cfg: DictConfig, steps_per_epoch: int) -> GANSettings:
+    noise = cfg.instance_noise
+    return GANSettings(
+        arch=architecture(cfg), loss=_name(cfg.loss),
+        lr_g=float(cfg.lr_g if cfg.lr_g is not None else cfg.lr),
+        lr_d=float(cfg.lr_d if cfg.lr_d is not None else cfg.lr),
+        betas=(cfg.beta1, cfg.beta2), adam=_name(cfg.adam), precision=_name(cfg.precision),
+        channels_last=cfg.channels_last, compile=cfg.compile, sync_bn=cfg.model.sync_bn,
+        d_steps=cfg.d_steps, real_label=cfg.real_label, label_flip=cfg.label_flip,
+        gp_weight=cfg.gp_weight, augment=tuple(cfg.augment),
+        noise=NoiseSchedule(std=noise.std, anneal_epochs=noise.anneal_epochs,
+                            run_epochs=cfg.epochs, steps_per_epoch=steps_per_epoch),
+        ema_decay=cfg.ema.decay, ema_start_step=cfg.ema.start_step)
+
+
+def guard_settings(cfg: DictConfig) -> GuardSettings:
+    co = cfg.collapse
+    detector = CollapseSettings(**{f.name: co[f.name] for f in fields(CollapseSettings)})
+    rollback = RollbackSettings(**{f.name: co.rollback[f.name] for f in fields(RollbackSettings)})
+    return GuardSettings(policy=_name(co.policy), detector=detector, rollback=rollback,
+                         loss=_name(cfg.loss))
+
+
+def _name(value: Any) -> str:
+    """An enum member's value (or a plain string) as a string."""
+    return str(getattr(value, "value", value))
 
 
 def config_dir() -> Path:

@@ -6,29 +6,30 @@
   celeba  aligned CelebA JPEGs, centre crop 178 then resize (3 channels)
   folder  any tree of image files, resize + centre crop (1 or 3 channels)
   fake    random images, no I/O
-and `build_loader` wraps it in a DataLoader whose shuffled order depends only on (seed, epoch),
-so a resumed run sees exactly the batches an uninterrupted one would.
+`DATASETS` is the registry of what each one is: its splits, whether its images fix the channel
+count, whether it needs `dataset.root`, and how it is built. Config validation reads it, so a
+new data set is one entry here. Batching lives in dcgan.loader.
 """
 
 from __future__ import annotations
 
 import gzip
-import itertools
 import logging
-import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
+from dcgan.cache import cached_dataset
 from dcgan.errors import DCGANError
-from dcgan.runtime import ignore_stop_signals
+from dcgan.images import to_signed_unit
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,6 @@ CELEBA_URL_HELP = (
     "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba.zip, or the Kaggle "
     "mirror 'jessicali9530/celeba-dataset')"
 )
-
-
-def to_signed_unit(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images_uint8.float().div(127.5).sub(1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +175,8 @@ class ImageFiles(Dataset):
     `dataset.on_bad_image` (skip or error).
     """
 
+    decodes_files = True  # worth DataLoader workers (dcgan.loader.default_workers)
+
     def __init__(self, paths: Sequence[Path], image_size: int, channels: int, celeba: bool):
         self.paths = list(paths)
         self.image_size, self.celeba = image_size, celeba
@@ -282,104 +280,51 @@ def folder_paths(ds: DictConfig) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Entry points
+# The registry
+
+
+def _digits(ds: DictConfig) -> Dataset:
+    images = load_digits_images(ds.image_size)
+    return TensorImages(images[: ds.limit] if ds.limit is not None else images)
+
+
+def _fake(ds: DictConfig) -> Dataset:
+    size = min(ds.size, ds.limit) if ds.limit is not None else ds.size
+    return FakeImages(size, ds.channels, ds.image_size)
+
+
+def _image_files(ds: DictConfig) -> Dataset:
+    celeba = ds.name == "celeba"
+    paths = celeba_paths(ds) if celeba else folder_paths(ds)
+    if ds.limit is not None:
+        paths = paths[: ds.limit]
+    log.info("%s: %d image files", ds.name, len(paths))
+    files = ImageFiles(paths, ds.image_size, ds.channels, celeba)
+    return cached_dataset(ds, files) if ds.cache else files
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """What is fixed about one kind of data set, whatever the config says."""
+
+    splits: tuple[str, ...]
+    channels: Optional[int]  # fixed by the images; None: chosen with dataset.channels (1 or 3)
+    needs_root: bool  # reads files under dataset.root
+    build: Callable[[DictConfig], Dataset]
+    cacheable: bool = False  # decoded once by dcgan-prepare into the cache
+
+
+DATASETS: dict[str, DatasetKind] = {
+    "digits": DatasetKind(("all",), 1, False, _digits),
+    "mnist": DatasetKind(("train", "test"), 1, True, lambda ds: TensorImages(load_mnist_images(ds))),
+    "celeba": DatasetKind(("all", "train", "val", "test"), 3, True, _image_files, cacheable=True),
+    "folder": DatasetKind(("all",), None, True, _image_files, cacheable=True),
+    "fake": DatasetKind(("all",), None, False, _fake),
+}
 
 
 def build_dataset(ds: DictConfig) -> Dataset:
     """The data set the config names. Raises DCGANError for missing or empty data."""
-    if ds.name == "digits":
-        images = load_digits_images(ds.image_size)
-        return TensorImages(images[: ds.limit] if ds.limit is not None else images)
-    if ds.name == "mnist":
-        return TensorImages(load_mnist_images(ds))
-    if ds.name == "fake":
-        size = min(ds.size, ds.limit) if ds.limit is not None else ds.size
-        return FakeImages(size, ds.channels, ds.image_size)
-    if ds.name in ("celeba", "folder"):
-        celeba = ds.name == "celeba"
-        paths = celeba_paths(ds) if celeba else folder_paths(ds)
-        if ds.limit is not None:
-            paths = paths[: ds.limit]
-        log.info("%s: %d image files", ds.name, len(paths))
-        files = ImageFiles(paths, ds.image_size, ds.channels, celeba)
-        if ds.cache:
-            from dcgan.cache import cached_dataset  # the cache builds on this module
-
-            return cached_dataset(ds, files)
-        return files
-    raise DCGANError(f"unknown dataset {ds.name!r}")
-
-
-class EpochShuffle(DistributedSampler):
-    """A fresh permutation each epoch, drawn from (seed, epoch) alone; under torchrun each rank
-    takes its own disjoint share of it (this is torch's DistributedSampler).
-
-    The order never touches torch's global RNG, so resuming at any epoch (or batch, via
-    `start_index`) reproduces exactly the order an uninterrupted run would have used.
-    """
-
-    def __init__(self, length: int, seed: int, num_replicas: int = 1, rank: int = 0):
-        super().__init__(range(length), num_replicas=num_replicas, rank=rank, shuffle=True,
-                         seed=seed, drop_last=True)
-        self.start_index = 0
-
-    def set_epoch(self, epoch: int, start_index: int = 0) -> None:
-        super().set_epoch(epoch)
-        self.start_index = start_index
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.start_index, None)
-
-    def __len__(self) -> int:
-        return super().__len__() - self.start_index
-
-
-def collate_images(items: list | torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-    """Stack the readable images of a batch; return the paths of those that could not be read.
-    A batch fetched whole (a data set's __getitems__) is already one tensor."""
-    if isinstance(items, torch.Tensor):
-        return items, []
-    images = [item for item in items if isinstance(item, torch.Tensor)]
-    bad_paths = [item[1] for item in items if not isinstance(item, torch.Tensor)]
-    if not images:
-        return torch.empty(0), bad_paths
-    return torch.stack(images), bad_paths
-
-
-def default_workers(dataset: Dataset, feeds_gpu: bool = False) -> int:
-    """Image files: decode in workers, leaving one core for the training step. Data in memory
-    (or memory-mapped) has nothing to decode: the main process fetches each batch between CPU
-    steps, but a GPU step is over before that, so two workers prepare the next batches then."""
-    cores = os.cpu_count() or 2
-    if not isinstance(dataset, ImageFiles):
-        return max(1, min(2, cores - 1)) if feeds_gpu else 0
-    return max(1, min(4, cores - 1))
-
-
-def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Optional[int],
-                 pin_memory: bool = False, num_replicas: int = 1, rank: int = 0
-                 ) -> tuple[DataLoader, EpochShuffle]:
-    """A loader of full batches (the last partial batch is dropped: BatchNorm needs a batch).
-
-    Under torchrun, batch_size is per process: each step consumes num_replicas x batch_size.
-    """
-    if len(dataset) < batch_size * num_replicas:
-        raise DCGANError(f"the data set has {len(dataset)} images, fewer than batch_size="
-                         f"{batch_size} x {num_replicas} process(es); lower batch_size or add "
-                         "images")
-    workers = default_workers(dataset, pin_memory) if num_workers is None else num_workers
-    sampler = EpochShuffle(len(dataset), seed, num_replicas, rank)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=workers,
-        collate_fn=collate_images,
-        pin_memory=pin_memory,
-        persistent_workers=workers > 0,
-        worker_init_fn=ignore_stop_signals if workers > 0 else None,
-        # the loader's own seed for worker processes comes from here, not the global RNG
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return loader, sampler
+    if ds.name not in DATASETS:
+        raise DCGANError(f"unknown dataset {ds.name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[ds.name].build(ds)

@@ -1,8 +1,12 @@
-"""The one exception type for mistakes a user can make, and how entry points report it."""
+"""The one exception type for mistakes a user can make, and how entry points report it: one
+line on stderr and exit code 2 (`exit_with`, and `reports_errors` for argparse commands)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
+from typing import Any, Callable
 
 
 class DCGANError(Exception):
@@ -20,3 +24,18 @@ def exit_with(error: DCGANError) -> None:
     sys.stderr.write(f"dcgan: error: {message}\n")
     sys.stderr.flush()
     raise SystemExit(error.exit_code)
+
+
+def reports_errors(main: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an argparse entry point: logging to stderr as plain lines, and a DCGANError as one
+    line on stderr with its exit code instead of a traceback."""
+
+    @functools.wraps(main)
+    def entry_point(*args: Any, **kwargs: Any) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        try:
+            main(*args, **kwargs)
+        except DCGANError as error:
+            exit_with(error)
+
+    return entry_point

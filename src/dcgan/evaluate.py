@@ -20,14 +20,13 @@ from typing import Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dcgan.checkpoint import load_checkpoint, resolve_checkpoint
+from dcgan.checkpoint import load_checkpoint, load_generator, resolve_checkpoint
 from dcgan.config import TrainConfig, from_plain_dict, validate
 from dcgan.data import build_dataset
-from dcgan.errors import DCGANError, exit_with
+from dcgan.errors import DCGANError, reports_errors
 from dcgan.evaluation import Evaluator, format_table
 from dcgan.metrics import inception_weights_path
 from dcgan.runtime import resolve_device, seed_everything
-from dcgan.sample import load_generator
 
 log = logging.getLogger("dcgan.eval")
 
@@ -101,13 +100,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             "n": evaluator.n, "seed": cfg.eval.seed, **metrics}
 
 
+@reports_errors
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    try:
-        result = evaluate(args)
-    except DCGANError as error:
-        exit_with(error)
+    result = evaluate(args)
     metrics = {key: value for key, value in result.items() if isinstance(value, float)}
     line = json.dumps(result)
     # The table and the JSON line are the command's output: stdout, apart from the log on stderr.

@@ -28,11 +28,11 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from dcgan.checkpoint import resolve_checkpoint, write_atomic
-from dcgan.errors import DCGANError, exit_with
+from dcgan.atomic import write_atomic
+from dcgan.checkpoint import load_generator, resolve_checkpoint
+from dcgan.errors import DCGANError, reports_errors
 from dcgan.models import Generator
 from dcgan.runtime import resolve_device
-from dcgan.sample import load_generator
 
 log = logging.getLogger("dcgan.export")
 
@@ -169,13 +169,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_errors
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    try:
-        out = export(args)
-    except DCGANError as error:
-        exit_with(error)
+    out = export(args)
     log.info("wrote %s (%s)", out, args.format)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -45,6 +45,24 @@ class Architecture:
     def as_dict(self) -> dict[str, int | bool]:
         """The fields as a plain dict (ints and bools), for checkpoints and file metadata."""
         return asdict(self)
+
+    def describe(self) -> str:
+        """One line for error messages: the fields that differ between two runs."""
+        extras = ("" if self.d_batchnorm else " no D BatchNorm") + (
+            " D spectral norm" if self.d_spectral_norm else "")
+        return (f"nz={self.nz} ngf={self.ngf} ndf={self.ndf} channels={self.channels} "
+                f"image_size={self.image_size}{extras}")
+
+    @classmethod
+    def derive(cls, *, nz: int, ngf: int, ndf: int, channels: int, image_size: int,
+               loss: str = "bce", d_batchnorm: Optional[bool] = None,
+               spectral_norm: bool = False) -> "Architecture":
+        """The architecture a run's settings imply: d_batchnorm=None means BatchNorm in D
+        except for wgan_gp, whose penalty is per image (BatchNorm mixes images)."""
+        if d_batchnorm is None:
+            d_batchnorm = loss != "wgan_gp"
+        return cls(nz=nz, ngf=ngf, ndf=ndf, channels=channels, image_size=image_size,
+                   d_batchnorm=d_batchnorm, d_spectral_norm=spectral_norm)
 
 
 def _up_block(c_in: int, c_out: int) -> list[nn.Module]:

@@ -12,15 +12,12 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from dcgan.cache import build_cache, cache_paths
-from dcgan.config import config_dir, register_configs, validate
-from dcgan.data import build_dataset
-from dcgan.errors import DCGANError, exit_with
+from dcgan.config import compose_config, validate
+from dcgan.data import DATASETS, build_dataset
+from dcgan.errors import DCGANError, reports_errors
 
 log = logging.getLogger("dcgan.prepare")
 
@@ -29,20 +26,10 @@ USAGE = ("usage: dcgan-prepare dataset=celeba|folder dataset.root=PATH [dataset.
          "(default data/cache); train from it with dataset.cache=true.")
 
 
-def compose_overrides(overrides: Sequence[str]):
-    register_configs()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise DCGANError(f"bad override: {first_line}") from error
-
-
 def prepare(overrides: Sequence[str]) -> None:
-    cfg = compose_overrides(overrides)
+    cfg = compose_config(overrides)
     validate(cfg)
-    if cfg.dataset.name not in ("celeba", "folder"):
+    if not DATASETS[cfg.dataset.name].cacheable:
         raise DCGANError(f"dataset={cfg.dataset.name} is already decoded in memory; "
                          "the cache is for image-file data sets (celeba, folder)")
     OmegaConf.update(cfg, "dataset.cache", False)
@@ -54,16 +41,13 @@ def prepare(overrides: Sequence[str]) -> None:
              cfg.dataset.root)
 
 
+@reports_errors
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     if any(arg in ("-h", "--help") for arg in args):
         sys.stdout.write(USAGE + "\n")
         return
-    try:
-        prepare(args)
-    except DCGANError as error:
-        exit_with(error)
+    prepare(args)
 
 
 if __name__ == "__main__":

@@ -14,36 +14,16 @@ from typing import Optional, Sequence
 
 import torch
 
-from dcgan.checkpoint import load_checkpoint, load_generator_file, resolve_checkpoint, run_dir_of
-from dcgan.errors import DCGANError, exit_with
-from dcgan.models import Architecture, Generator
+from dcgan.checkpoint import load_generator, resolve_checkpoint, run_dir_of
+from dcgan.errors import DCGANError, reports_errors
+from dcgan.images import GIF_FRAME_MS, image_grid, images_to_uint8, save_gif, save_png
+from dcgan.models import Generator
 from dcgan.runtime import resolve_device
-from dcgan.tracking import image_grid, images_to_uint8, save_png, to_pil
 
 log = logging.getLogger("dcgan.sample")
 
-GIF_FRAME_MS = 120
 # Above this |cos| of the angle between two latents slerp's 1/sin(angle) loses precision.
 PARALLEL_COS = 0.9995
-
-
-def load_generator(checkpoint: Path, device: torch.device) -> Generator:
-    """The generator of a training checkpoint or of a generator.safetensors file, in eval
-    mode (BatchNorm running statistics). A run trained with ema.decay > 0 gives its moving
-    average, the generator its samples and evaluations were made with."""
-    if checkpoint.suffix == ".safetensors":
-        weights, arch = load_generator_file(checkpoint)
-    else:
-        state = load_checkpoint(checkpoint)
-        weights, arch = state.get("generator_ema", state["generator"]), state["arch"]
-    try:
-        generator = Generator(Architecture(**arch))
-        generator.load_state_dict(weights)
-    except (TypeError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise DCGANError(f"{checkpoint}: the generator weights do not match the architecture "
-                         f"recorded in it ({first_line})") from error
-    return generator.to(device).eval()
 
 
 @torch.no_grad()
@@ -93,14 +73,6 @@ def interpolate(generator: Generator, frames: int, seed: int, device: torch.devi
     """frames images in [-1, 1] along the slerp path between two latents drawn from seed."""
     noise = interpolation_noise(generator.arch.nz, frames, seed)
     return _in_batches(generator, noise, device, batch_size)
-
-
-def save_gif(images: torch.Tensor, path: Path, frame_ms: int = GIF_FRAME_MS) -> None:
-    """Images in [-1, 1] as an endlessly looping animated GIF, one frame per image."""
-    frames = [to_pil(image) for image in images_to_uint8(images)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=frame_ms, loop=0)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -185,14 +157,10 @@ def _write(images: torch.Tensor, nrow: int, out: Path, args: argparse.Namespace)
     return written
 
 
+@reports_errors
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    try:
-        written = sample(args)
-    except DCGANError as error:
-        exit_with(error)
-    log.info("wrote %s", _summary(args, written))
+    log.info("wrote %s", _summary(args, sample(args)))
 
 
 def _summary(args: argparse.Namespace, written: list[Path]) -> str:

@@ -1,0 +1,290 @@
+"""The adversarial pair: the two networks with their wrappers, optimisers, grad scalers, the
+moving average of G, autocast, what D sees, and one training step (a D step, then a G step).
+
+Built from `GANSettings` alone (no loader, no run directory), so tests and the benchmark make
+one directly. `state_dict()` holds everything a checkpoint needs to continue the pair exactly.
+A non-finite loss raises `NonFiniteLoss` before the update it would poison; the loop decides
+what to save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from dcgan.augment import NoiseSchedule, diff_augment, instance_noise
+from dcgan.distributed import SINGLE, Distributed
+from dcgan.ema import EMA
+from dcgan.errors import DCGANError
+from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
+from dcgan.models import Architecture, build_models
+
+
+@dataclass(frozen=True)
+class GANSettings:
+    """Everything the pair needs, typed and resolved (learning rates are numbers, not null)."""
+
+    arch: Architecture = field(default_factory=Architecture)
+    loss: str = "bce"  # bce | hinge | lsgan | wgan_gp
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    adam: str = "auto"  # auto | fused | foreach | for_loop
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = False  # under torchrun only
+    d_steps: int = 1  # D steps per G step
+    real_label: float = 1.0
+    label_flip: float = 0.0
+    gp_weight: float = 10.0
+    augment: tuple[str, ...] = ()  # DiffAugment policy, in order
+    noise: NoiseSchedule = field(default_factory=NoiseSchedule)
+    ema_decay: float = 0.0  # 0: no moving average
+    ema_start_step: int = 0
+
+
+class NonFiniteLoss(DCGANError):
+    """A loss became NaN or Inf. The pair raises it before the update; the loop adds where it
+    happened and the checkpoint hook where the state before it was saved."""
+
+    exit_code = 3
+
+    def __init__(self, which: str, value: float):
+        super().__init__(f"the {which} became {value}")
+        self.which, self.value = which, value
+        self.step, self.epoch = 0, 0  # set by the loop
+        self.saved_to: Optional[Path] = None  # set by the checkpoint hook
+
+    def __str__(self) -> str:
+        return (f"the {self.which} became {self.value} at step {self.step} (epoch {self.epoch}); "
+                f"the state before it is in {self.saved_to} and the last good checkpoint is "
+                "untouched; try a lower lr, or resume from the last checkpoint")
+
+
+class GANPair:
+    """Generator and discriminator, trained against each other one batch at a time."""
+
+    def __init__(self, settings: GANSettings, device: torch.device,
+                 layout: Distributed = SINGLE):
+        self.settings, self.device, self.layout = settings, device, layout
+        # channels_last makes the convolutions ~40% faster on CPU and suits tensor cores
+        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+        generator, discriminator = build_models(settings.arch)
+        if layout.enabled and settings.sync_bn:
+            generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+            discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+        self.generator = generator.to(device, memory_format=self.memory_format)
+        self.discriminator = discriminator.to(device, memory_format=self.memory_format)
+        if settings.compile:
+            keep_first_weight_contiguous(self.generator)
+        self.g_forward, self.d_forward, self.d_frozen_forward = self._forwards()
+        self.opt_g = make_adam(self.generator, settings, device, settings.lr_g)
+        self.opt_d = make_adam(self.discriminator, settings, device, settings.lr_d)
+        # the moving average of G (ema_decay > 0) is what samples and evaluation use
+        self.ema = (EMA(self.generator, settings.ema_decay, settings.ema_start_step)
+                    if settings.ema_decay else None)
+        self.autocast_dtype = autocast_dtype(settings.precision, device)
+        # fp16 needs loss scaling; one scaler per network since their steps are separate
+        use_scaler = self.autocast_dtype == torch.float16
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    def _forwards(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """What the step calls: the modules, compiled if asked, and DDP-wrapped under torchrun.
+
+        The G step calls D's plain module: D is frozen there, and DistributedDataParallel
+        would otherwise wait for D gradients that never come.
+        """
+        g_forward, d_forward = self.generator, self.discriminator
+        if self.layout.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            g_forward = DistributedDataParallel(self.generator, device_ids=device_ids)
+            d_forward = DistributedDataParallel(self.discriminator, device_ids=device_ids)
+        compile_ = torch.compile if self.settings.compile else (lambda module: module)
+        g_forward, d_forward = compile_(g_forward), compile_(d_forward)
+        return g_forward, d_forward, (compile_(self.discriminator) if self.layout.enabled
+                                      else d_forward)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """What samples and evaluations use: the moving average of G when EMA is on."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    def reconfigure(self, settings: GANSettings) -> None:
+        """Switch to settings that differ from the current ones only in what can change
+        mid-run (learning rates, label targets, what D sees): e.g. the stabilisers the
+        collapse guard turns on."""
+        if settings.arch != self.settings.arch:
+            raise ValueError("reconfigure cannot change the architecture")
+        self.settings = settings
+        self.set_learning_rates()
+
+    def set_learning_rates(self) -> None:
+        for optimizer, lr in ((self.opt_g, self.settings.lr_g), (self.opt_d, self.settings.lr_d)):
+            for group in optimizer.param_groups:
+                group["lr"], group["betas"] = lr, self.settings.betas
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def train_step(self, real: torch.Tensor, step: int, check_finite: bool = True
+                   ) -> dict[str, torch.Tensor]:
+        """Training step `step` + 1: one D step on real (target 1) and G(z) (target 0), then
+        one G step (target 1) on the same fake batch; with d_steps=k the G step comes on
+        every k-th step only.
+
+        Returns detached scalar tensors; reading them is left to the caller so the step
+        itself never waits for the device (unless `check_finite`).
+        """
+        real = real.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        noise = torch.randn(real.shape[0], self.settings.arch.nz, 1, 1, device=self.device)
+        g_step = (step + 1) % self.settings.d_steps == 0
+        with self.autocast(), torch.set_grad_enabled(g_step):
+            fake = self.g_forward(noise)
+        metrics = self.d_step(real, fake.detach(), step, check_finite)
+        if g_step:
+            metrics["loss_g"] = self.g_step(fake, step, check_finite)
+            if self.ema is not None:
+                self.ema.update(self.generator, step + 1)
+        return metrics
+
+    def d_step(self, real: torch.Tensor, fake: torch.Tensor, step: int, check_finite: bool
+               ) -> dict[str, torch.Tensor]:
+        s = self.settings
+        real_seen, fake_seen = self.what_d_sees(real, step), self.what_d_sees(fake, step)
+        with self.autocast():
+            real_logits = self.d_forward(real_seen)
+            fake_logits = self.d_forward(fake_seen)
+        # one coin per image, real ones first then fake ones: heads swaps its label
+        flip = (label_flip_mask(2 * real.shape[0], s.label_flip, device=self.device)
+                if s.label_flip else None)
+        loss_d, _, _ = discriminator_loss(real_logits, fake_logits, kind=s.loss,
+                                          real_label=s.real_label, flip=flip)  # float32
+        if s.loss == "wgan_gp":
+            loss_d = loss_d + gradient_penalty(self.discriminator, real_seen, fake_seen,
+                                               weight=s.gp_weight)
+        if check_finite:
+            refuse_non_finite(loss_d, "discriminator loss (loss/d)")
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss_d).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        return {
+            "loss_d": loss_d.detach(),
+            "real_prob": torch.sigmoid(real_logits.detach().float()).mean(),
+            "fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
+        }
+
+    def g_step(self, fake: torch.Tensor, step: int, check_finite: bool) -> torch.Tensor:
+        # D is frozen so no gradient is spent on its weights
+        self.discriminator.requires_grad_(False)
+        with self.autocast():
+            fake_logits = self.d_frozen_forward(self.what_d_sees(fake, step))
+        loss_g = generator_loss(fake_logits, kind=self.settings.loss)
+        if check_finite:
+            refuse_non_finite(loss_g, "generator loss (loss/g)")
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss_g).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        self.discriminator.requires_grad_(True)
+        return loss_g.detach()
+
+    def what_d_sees(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """DiffAugment and instance noise, as configured (both differentiable, both off by
+        default); the same for real and fake images and in the G step."""
+        if self.settings.augment:
+            images = diff_augment(images, self.settings.augment)
+        std = self.settings.noise.std_at(step)
+        if std > 0:
+            images = instance_noise(images, std)
+        return images
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "arch": self.settings.arch.as_dict(),
+            **({"generator_ema": self.ema.state_dict()} if self.ema else {}),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Weights, optimiser moments and scalers from `state`; the learning rates stay this
+        pair's settings (so lr=... overrides on resume take effect)."""
+        arch = self.settings.arch
+        saved = Architecture(**state["arch"])
+        if saved != arch:
+            raise DCGANError(f"the checkpoint's networks ({saved.describe()}) do not match the "
+                             f"config ({arch.describe()})")
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            if self.scaler_g.is_enabled() and state.get("scaler_g"):
+                self.scaler_g.load_state_dict(state["scaler_g"])
+                self.scaler_d.load_state_dict(state["scaler_d"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise DCGANError(f"its weights do not fit {arch.describe()} ({first_line})"
+                             ) from error
+        self.set_learning_rates()
+        if self.ema is not None:
+            if "generator_ema" in state:
+                self.ema.load_state_dict(state["generator_ema"])
+            else:  # EMA turned on when resuming: start the average from the live weights
+                self.ema.update(self.generator, 0)
+
+
+def refuse_non_finite(loss: torch.Tensor, which: str) -> None:
+    if not torch.isfinite(loss).item():
+        raise NonFiniteLoss(which, loss.item())
+
+
+def keep_first_weight_contiguous(generator: nn.Module) -> None:
+    """For torch.compile on CUDA: with G's first ConvTranspose weight (its input is 1x1) in
+    channels_last, the compiled backward fails (torch 2.11: inductor expects a channels_last
+    weight gradient, cuDNN returns a contiguous one). That layer is under 1% of the FLOPs."""
+    first = generator.main[0]
+    first.weight.data = first.weight.data.contiguous()
+
+
+def make_adam(module: nn.Module, settings: GANSettings, device: torch.device, lr: float
+              ) -> torch.optim.Adam:
+    """Adam with the paper's settings, in the fastest implementation the device has."""
+    impl = settings.adam
+    if impl == "auto":
+        impl = "fused" if device.type in ("cpu", "cuda") else "foreach"
+    options = {"fused": {"fused": True}, "foreach": {"foreach": True},
+               "for_loop": {"foreach": False, "fused": False}}[impl]
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=settings.betas, **options)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for `precision`, or None for plain float32.
+
+    auto is bf16 on CUDA GPUs that support it and fp32 elsewhere: bf16 autocast on a CPU
+    without AVX-512 BF16 is many times slower than fp32.
+    """
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else None
+    if precision == "fp16" and device.type == "cpu":
+        raise DCGANError("precision=fp16 is for GPUs; use fp32 (or bf16) on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+

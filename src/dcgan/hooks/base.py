@@ -1,0 +1,88 @@
+"""The hook interface and what a hook may answer.
+
+The loop calls every hook at the same points, in the order it was given them:
+
+  on_fit_start(loop)            once, after any resume, before the first step
+  on_batch(loop, bad_paths)     each batch, with the files of it that could not be read
+  after_step(loop)              after each optimiser step (not on a step a signal stops at)
+  after_window(loop, values)    after each logged window of step metrics (means)
+  on_epoch_end(loop)            after each epoch (loop.epoch counts it already)
+  after_rollback(loop, path)    after the loop reloaded `path` because of a RollBack answer
+  on_error(loop, error)         a step raised (e.g. NonFiniteLoss); the error goes on up
+  on_fit_end(loop)              the run reached its last epoch
+
+`after_window` and `on_epoch_end` may answer: None (go on), `Stop` or `RollBack`. The loop asks
+every hook before it acts, so at an epoch's end the checkpoint hook still saves the epoch that
+made the collapse guard answer. A hook reads the loop (its position, the GAN pair, the loggers,
+`epoch_metrics`) and changes only itself and what its own concept owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+if TYPE_CHECKING:
+    from dcgan.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the run now (state saved): `reason` is the one line the user reads."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """Reload the newest checkpoint from before step `onset` and go on from there."""
+
+    onset: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A stop signal (Ctrl-C, SIGTERM) agreed by every rank: save and leave, resumable."""
+
+    signum: int
+
+
+Answer = Optional[Union[Stop, RollBack]]
+
+
+class Hook:
+    """Does nothing at every point; a hook overrides the points it acts at."""
+
+    name = "hook"  # the key of its state in the checkpoint
+
+    def on_fit_start(self, loop: "Trainer") -> None:
+        pass
+
+    def on_batch(self, loop: "Trainer", bad_paths: list[str]) -> None:
+        pass
+
+    def after_step(self, loop: "Trainer") -> None:
+        pass
+
+    def after_window(self, loop: "Trainer", values: dict[str, float]) -> Answer:
+        return None
+
+    def on_epoch_end(self, loop: "Trainer") -> Answer:
+        return None
+
+    def after_rollback(self, loop: "Trainer", path: Path) -> None:
+        pass
+
+    def on_error(self, loop: "Trainer", error: Exception) -> None:
+        pass
+
+    def on_fit_end(self, loop: "Trainer") -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,33 @@
+"""The replica check: under torchrun, every `every` steps all ranks must hold the same weights
+(DistributedDataParallel's promise); a difference ends the run with a clear error."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from dcgan.distributed import SINGLE, Distributed, gather_objects, weights_digest
+from dcgan.errors import DCGANError
+from dcgan.hooks.base import Hook
+
+if TYPE_CHECKING:
+    from dcgan.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaCheck(Hook):
+    name = "replicas"
+
+    def __init__(self, every: int, layout: Distributed = SINGLE):
+        self.every, self.layout = every, layout
+
+    def after_step(self, loop: "Trainer") -> None:
+        if not self.every or loop.step % self.every:
+            return
+        gan = loop.gan
+        digests = gather_objects(
+            (weights_digest(gan.generator), weights_digest(gan.discriminator)), self.layout)
+        if any(digest != digests[0] for digest in digests):
+            raise DCGANError(f"ranks disagree on the weights after step {loop.step}")
+        log.info("step %d: weights identical on all %d ranks", loop.step, self.layout.world_size)

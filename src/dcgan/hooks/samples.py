@@ -1,0 +1,69 @@
+"""The sample hook: a 4x4 grid from one fixed noise tensor at the end of every epoch
+(TensorBoard samples/fixed and RUN_DIR/samples/epoch_NNN.png), and a grid of real training
+images once, at the start of a fresh run (samples/real)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from dcgan.distributed import SINGLE, Distributed
+from dcgan.hooks.base import Answer, Hook
+from dcgan.images import image_grid, save_png
+from dcgan.models import in_mode
+
+if TYPE_CHECKING:
+    from dcgan.trainer import Trainer
+
+N_FIXED_SAMPLES = 16  # the 4x4 grid logged every epoch
+
+
+class SampleGrids(Hook):
+    name = "samples"
+
+    def __init__(self, run_dir: Path, nz: int, device: torch.device,
+                 layout: Distributed = SINGLE):
+        self.folder, self.device, self.layout = run_dir / "samples", device, layout
+        # drawn from the global RNG: build this hook right after the GAN pair, as always
+        self.fixed_noise = torch.randn(N_FIXED_SAMPLES, nz, 1, 1).to(device)
+
+    def on_fit_start(self, loop: "Trainer") -> None:
+        if loop.step == 0 and self.layout.is_main:
+            reals = real_images(loop.dataset, N_FIXED_SAMPLES)
+            if len(reals):
+                loop.loggers.image("samples/real", image_grid(reals, nrow=4), loop.step)
+
+    def on_epoch_end(self, loop: "Trainer") -> Answer:
+        if self.layout.is_main:
+            grid = image_grid(self.fixed_samples(loop.gan.sampling_generator), nrow=4)
+            loop.loggers.image("samples/fixed", grid, loop.step)
+            save_png(grid, self.folder / f"epoch_{loop.epoch:03d}.png")
+        return None
+
+    @torch.no_grad()
+    def fixed_samples(self, generator: nn.Module) -> torch.Tensor:
+        """G(fixed noise) in eval mode (BatchNorm running statistics), as [-1, 1] images."""
+        with in_mode(generator, training=False):
+            return generator(self.fixed_noise)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fixed_noise": self.fixed_noise.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "fixed_noise" in state:
+            self.fixed_noise = state["fixed_noise"].to(self.device)
+
+
+def real_images(dataset, n: int) -> torch.Tensor:
+    """The first n readable images among the first 4n of the data set."""
+    reals = []
+    for index in range(min(len(dataset), 4 * n)):
+        item = dataset[index]
+        if isinstance(item, torch.Tensor):
+            reals.append(item)
+        if len(reals) == n:
+            break
+    return torch.stack(reals) if reals else torch.empty(0)

@@ -1,0 +1,164 @@
+"""One training run put together: the checkpoint to resume, the config checked and resolved into
+typed settings, the data set, the GAN pair, the hooks, the loggers and the loop; then `fit`,
+and what its outcome means for the user (files, messages, exit codes).
+
+`build_trainer` is also how the tests and the benchmark make a trainer from a composed config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from dcgan.checkpoint import load_checkpoint, load_newest_valid, resolve_checkpoint
+from dcgan.config import apply_resume_overrides, resolve, to_plain_dict, validate
+from dcgan.data import build_dataset
+from dcgan.distributed import SINGLE, Distributed
+from dcgan.errors import DCGANError
+from dcgan.gan import GANPair
+from dcgan.hooks.bad_files import BadFiles
+from dcgan.hooks.checkpoints import Checkpoints
+from dcgan.hooks.collapse_guard import CollapseGuard
+from dcgan.hooks.evaluation import Evaluation
+from dcgan.hooks.replicas import ReplicaCheck
+from dcgan.hooks.samples import SampleGrids
+from dcgan.loader import batches_per_epoch
+from dcgan.loggers import Loggers
+from dcgan.loggers.tensorboard import TensorBoardLogger
+from dcgan.metrics import inception_weights_path
+from dcgan.runtime import StopSignals, configure_backends, resolve_device, seed_everything
+from dcgan.sweep import SUMMARY_FILE
+from dcgan.trainer import Outcome, Trainer
+
+log = logging.getLogger("dcgan")
+
+
+class CollapseStop(DCGANError):
+    """collapse.policy=stop (or rollback with none left): the run was checkpointed and ended."""
+
+    exit_code = 4
+
+
+def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torch.device,
+                  layout: Distributed = SINGLE) -> Trainer:
+    """The loop, the GAN pair and every hook for a validated config (no loggers yet: attach
+    them once a resumed state is loaded). Draws the initial weights and the fixed noise from
+    torch's global RNG, in that order."""
+    settings = resolve(cfg, batches_per_epoch(len(dataset), cfg.batch_size, layout.world_size))
+    gan = GANPair(settings.gan, device, layout)
+    samples = SampleGrids(run_dir, settings.gan.arch.nz, device, layout)
+    hooks = [BadFiles(settings.on_bad_image), ReplicaCheck(settings.ddp_check_every, layout),
+             samples, Evaluation(settings.evaluation, dataset, device, layout),
+             CollapseGuard(settings.guard)]
+    checkpoints = Checkpoints(run_dir, settings.checkpoints, to_plain_dict(cfg), layout)
+    return Trainer(settings.loop, gan, dataset, checkpoints, hooks, layout=layout)
+
+
+def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
+          layout: Distributed = SINGLE) -> None:
+    """Train as `cfg` says, in `run_dir`. Raises DCGANError for anything the user can fix.
+
+    Under torchrun every rank runs this; rank 0 alone writes files.
+    """
+    resumed = checkpoint_to_resume(cfg, run_dir)
+    if resumed is not None:
+        cfg = apply_resume_overrides(resumed[1]["config"], cfg, task_overrides)
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)  # from here on the config is only read
+    device = resolve_device(cfg.device, layout.local_rank)
+    configure_backends(device, cfg.cpu_threads)
+    refuse_under_torchrun(cfg, device, layout)
+    if cfg.eval.fid and cfg.eval.every:
+        inception_weights_path(cfg.eval.inception_weights)  # before training, not after epoch 1
+    seed_everything(cfg.seed + layout.rank)  # each rank its own noise; DDP syncs the weights
+    dataset = build_dataset(cfg.dataset)
+    trainer = build_trainer(cfg, dataset, run_dir, device, layout)
+    if resumed is not None:
+        try:
+            trainer.load_state_dict(resumed[1])
+        except DCGANError as error:
+            raise DCGANError(f"cannot resume from {resumed[0]}: {error}") from error
+    if layout.is_main:
+        write_config(run_dir, cfg)
+    log.info("run directory: %s (%d images, device %s%s)", run_dir, len(dataset), device,
+             f", {layout.world_size} processes, global batch {cfg.batch_size * layout.world_size}"
+             if layout.enabled else "")
+    purge_step = trainer.step + 1 if resumed is not None else None
+    trainer.loggers = Loggers([TensorBoardLogger(run_dir, purge_step)] if layout.is_main else [])
+    started = time.perf_counter()
+    try:
+        with StopSignals() as trainer.stop:
+            outcome = trainer.fit()
+    finally:
+        trainer.loggers.close()
+    report(outcome, trainer, run_dir, time.perf_counter() - started)
+
+
+def refuse_under_torchrun(cfg: DictConfig, device: torch.device, layout: Distributed) -> None:
+    """What depends on the process layout rather than the config alone."""
+    if layout.enabled and cfg.model.sync_bn and device.type != "cuda":
+        raise DCGANError("model.sync_bn=true needs CUDA GPUs (SyncBatchNorm); drop it on the CPU")
+    if layout.enabled and cfg.loss.value == "wgan_gp":
+        raise DCGANError("loss=wgan_gp runs in one process for now (its gradient penalty is "
+                         "not synchronised by DistributedDataParallel); use hinge under torchrun")
+
+
+def report(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float) -> None:
+    """Tell the user how the run ended; a stopped run leaves with its exit code."""
+    if outcome.signum is not None:
+        log.warning("stopped by %s at epoch %d, batch %d of the epoch (step %d); saved %s",
+                    signal.Signals(outcome.signum).name, trainer.epoch + 1,
+                    trainer.batch_in_epoch, trainer.step, outcome.checkpoint)
+        log.warning("resume with: dcgan-train resume=%s", run_dir)
+        raise SystemExit(128 + outcome.signum)
+    if outcome.reason is not None:
+        raise CollapseStop(outcome.reason)
+    if not trainer.layout.is_main:
+        return
+    write_summary(run_dir, trainer, seconds)
+    log.info("done. TensorBoard: tensorboard --logdir %s", run_dir)
+    log.info("samples: dcgan-sample --ckpt %s --n 16", run_dir)
+    log.info("continue: dcgan-train resume=%s epochs=%d", run_dir, trainer.epoch + 5)
+
+
+def write_config(run_dir: Path, cfg: DictConfig) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    except OSError as error:
+        raise DCGANError(f"cannot write to the run directory {run_dir}: {error.strerror}; "
+                         "choose another with hydra.run.dir=...") from error
+
+
+def write_summary(run_dir: Path, trainer: Trainer, seconds: float) -> None:
+    """RUN_DIR/summary.json: where training ended and its last logged metrics (for sweeps)."""
+    summary = {"epoch": trainer.epoch, "step": trainer.step, "seconds": round(seconds, 1),
+               **{key: round(value, 5) for key, value in trainer.last_metrics.items()}}
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def checkpoint_to_resume(cfg: DictConfig, run_dir: Path
+                         ) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The checkpoint `resume` names: none, a path, or "auto" (the run directory's newest
+    checkpoint that loads, or a fresh start if there is none)."""
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        found = load_newest_valid(run_dir)
+        if found is None:
+            log.info("resume=auto: no checkpoint in %s, starting fresh", run_dir)
+            return None
+        checkpoint, state = found
+    else:
+        checkpoint = resolve_checkpoint(cfg.resume)
+        state = load_checkpoint(checkpoint)
+    log.info("resuming from %s (epoch %d, step %d)", checkpoint, state["epoch"], state["step"])
+    return checkpoint, state
