@@ -4,7 +4,7 @@
     python scripts/benchmark.py --quick    # under a minute
 
 Measures, at the default architecture (64x64, ngf=ndf=64, 3 channels, batch 128):
-  - training: real images per second of dcgan's Trainer.train_step and of a reference loop
+  - training: real images per second of dcgan's GANPair.train_step and of a reference loop
     written here the way the textbook examples write it (D ends in Sigmoid, BCELoss, NCHW,
     D's weights keep requiring grad during the G step, .item() every step, default Adam).
     Timed windows of the two alternate so drift on a shared machine hits both; the ratio is
@@ -22,10 +22,8 @@ Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -34,16 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 from torch import nn
 
-from dcgan.config import config_dir, register_configs
-from dcgan.data import build_dataset, build_loader
+from dcgan.config import compose_config as compose_overrides
+from dcgan.config import gan_settings
+from dcgan.data import build_dataset
+from dcgan.gan import GANPair
+from dcgan.loader import build_loader
 from dcgan.models import Architecture, Generator
 from dcgan.runtime import configure_backends, resolve_device, seed_everything
 from dcgan.sample import generate
-from dcgan.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CELEBA = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data")) / "celeba"
@@ -106,9 +105,7 @@ class ReferenceLoop:
 # -- helpers -----------------------------------------------------------------------------------
 
 def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose_overrides(overrides)
 
 
 def sync(device: torch.device) -> None:
@@ -185,14 +182,12 @@ def images_per_second(dataset, batch_size: int, seed: int = 0) -> float:
 
 # -- the measurements --------------------------------------------------------------------------
 
-def project_trainer(device, batch, *overrides) -> Trainer:
+def project_trainer(device, batch, *overrides) -> GANPair:
+    """The project's GAN pair with the training defaults (it needs no data set or run dir)."""
     cfg = compose_config("dataset=fake", "dataset.channels=3", f"batch_size={batch}",
-                         f"dataset.size={batch}", f"device={device.type}", *overrides)
+                         f"device={device.type}", *overrides)
     seed_everything(0)
-    # train_step never writes to the run directory; a fresh empty one keeps that honest
-    run_dir = Path(tempfile.mkdtemp(prefix="dcgan-benchmark-"))
-    atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
-    return Trainer(cfg, build_dataset(cfg.dataset), run_dir, device)
+    return GANPair(gan_settings(cfg, steps_per_epoch=1), device)
 
 
 def variants_for(device: torch.device) -> list[str]:
@@ -207,7 +202,7 @@ def measure_variant(device, batch, windows, steps, warmup, override: str) -> flo
     """The project's trainer with one setting changed from its default."""
     trainer = project_trainer(device, batch, override)
     real = torch.rand(batch, 3, 64, 64).mul_(2).sub_(1)
-    step = lambda: trainer.train_step(real)  # noqa: E731
+    step = lambda: trainer.train_step(real, 0)  # noqa: E731
     timed(step, warmup, device)
     return statistics.median(batch * steps / timed(step, steps, device) for _ in range(windows))
 
@@ -218,7 +213,7 @@ def measure_training(device, batch, windows, steps, warmup) -> dict:
     real = torch.rand(batch, 3, 64, 64).mul_(2).sub_(1)
     if device.type == "cuda":
         real = real.pin_memory()
-    project_step = lambda: trainer.train_step(real)  # noqa: E731
+    project_step = lambda: trainer.train_step(real, 0)  # noqa: E731
     reference_step = lambda: reference.step(real)  # noqa: E731
     timed(project_step, warmup, device)
     timed(reference_step, warmup, device)
@@ -229,7 +224,7 @@ def measure_training(device, batch, windows, steps, warmup) -> dict:
         project.append(p), ref.append(r), ratios.append(p / r)
     return {"project_img_s": statistics.median(project),
             "reference_img_s": statistics.median(ref), "ratio": statistics.median(ratios),
-            "ratio_windows": [round(x, 3) for x in ratios], "arch": trainer.arch}
+            "ratio_windows": [round(x, 3) for x in ratios], "arch": trainer.settings.arch}
 
 
 def measure_data(count: int, training_img_s: float) -> dict:

@@ -20,8 +20,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dcgan.collapse import CollapseDetector
-from dcgan.config import from_plain_dict
-from dcgan.trainer import collapse_settings
+from dcgan.config import from_plain_dict, guard_settings
 
 GROUPS = {"small": ("textbook", "stable", "rollback"), "full": ("textbook", "stable"),
           "mnist": ("textbook", "stable", "rollback")}
@@ -60,7 +59,7 @@ def replay_detector(events: EventAccumulator, run_dir: Path) -> list[tuple[int, 
     """Feed the logged windows and evaluations, in the order training saw them, to the
     collapse detector with the run's own settings; a run that rolled back is read as logged."""
     cfg = from_plain_dict(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
-    detector = CollapseDetector(collapse_settings(cfg))
+    detector = CollapseDetector(guard_settings(cfg).detector)
     scalars = {tag: {e.step: e.value for e in events.Scalars(tag)}
                for tag in ("loss/d", "loss/g", "d/real_prob", "d/fake_prob", "metrics/diversity")
                if tag in events.Tags()["scalars"]}

@@ -132,8 +132,11 @@ class CollapseGuard(Hook):
 
     def after_rollback(self, loop: "Trainer", path: Path) -> None:
         """The loop reloaded `path` (this hook's state with it): count the rollback, turn the
-        stabilisers on, forget the detector's streaks."""
+        stabilisers on, forget the detector's streaks. (A rollback another hook asked for
+        leaves this hook as the checkpoint had it.)"""
         pending, self.pending = self.pending, None
+        if pending is None:
+            return
         self.rollbacks = pending.rollbacks
         self.stabilisers = replace(pending.stabilisers, noise_start_step=loop.step)
         loop.gan.reconfigure(self.stabilisers.applied_to(loop.gan.settings))
