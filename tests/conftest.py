@@ -85,3 +85,14 @@ def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "digits"
     run_cli("dcgan-train", *TINY, "epochs=2", f"hydra.run.dir={run_dir}", check=True)
     return run_dir
+
+
+# Fixtures that run the real commands in subprocesses: a test that uses one is `slow`.
+SUBPROCESS_FIXTURES = {"cli", "trained_run", "evaluated_run", "uninterrupted", "small_run",
+                       "legacy_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -15,6 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dcgan.loader import EpochShuffle
 
+pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 SMALL = ["model.ngf=8", "model.ndf=8", "model.nz=16", "batch_size=8", "device=cpu",
          "ddp_check_every=1", "log_every=2"]

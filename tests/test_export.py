@@ -14,6 +14,8 @@ from dcgan.errors import DCGANError
 from dcgan.checkpoint import load_generator
 from tests.conftest import run_cli, user_error_line
 
+pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
+
 CPU = torch.device("cpu")
 HAS_ONNX = importlib.util.find_spec("onnx") is not None
 HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None

@@ -1,5 +1,6 @@
 """A wheel, installed into a fresh virtual environment, finds its configs without the repo."""
 
+import pytest
 import site
 import subprocess
 import sys
@@ -8,6 +9,8 @@ import venv
 from pathlib import Path
 
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
 
 
 def test_wheel_install_finds_its_configs(tmp_path):

@@ -16,6 +16,8 @@ from PIL import Image
 from dcgan.checkpoint import REQUIRED_KEYS
 from tests.conftest import REPO, TINY, _command, run_cli, user_error_line
 
+pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
+
 
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,8 +1,11 @@
 """Hydra multirun: one directory per job and a summary table of the sweep."""
 
+import pytest
 import csv
 
 from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
 
 
 def test_sweep_runs_each_job_and_writes_a_summary(cli, tmp_path):

@@ -170,10 +170,7 @@ class GANPair:
                                                weight=s.gp_weight)
         if check_finite:
             refuse_non_finite(loss_d, "discriminator loss (loss/d)")
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss_d).backward()
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
+        update(loss_d, self.opt_d, self.scaler_d)
         return {
             "loss_d": loss_d.detach(),
             "real_prob": torch.sigmoid(real_logits.detach().float()).mean(),
@@ -188,10 +185,7 @@ class GANPair:
         loss_g = generator_loss(fake_logits, kind=self.settings.loss)
         if check_finite:
             refuse_non_finite(loss_g, "generator loss (loss/g)")
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler_g.scale(loss_g).backward()
-        self.scaler_g.step(self.opt_g)
-        self.scaler_g.update()
+        update(loss_g, self.opt_g, self.scaler_g)
         self.discriminator.requires_grad_(True)
         return loss_g.detach()
 
@@ -249,6 +243,15 @@ class GANPair:
                 self.ema.load_state_dict(state["generator_ema"])
             else:  # EMA turned on when resuming: start the average from the live weights
                 self.ema.update(self.generator, 0)
+
+
+def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler) -> None:
+    """Backward from `loss` (scaled for fp16) and one optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def refuse_non_finite(loss: torch.Tensor, which: str) -> None:

@@ -21,10 +21,15 @@ def to_signed_unit(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float().div(127.5).sub(1.0)
 
 
-def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> uint8 [0, 255], same shape, on the CPU (the exact inverse of
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8 [0, 255], same shape and device (the exact inverse of
     to_signed_unit for images that came from uint8)."""
-    return images.detach().float().cpu().add(1).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return images.detach().float().add(1).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """`to_uint8` on the CPU, for files and loggers."""
+    return to_uint8(images.cpu())
 
 
 def image_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan.errors import DCGANError
+from dcgan.images import to_uint8
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 # torch-fidelity (and so torchmetrics) caches the same weights under this name when online.
@@ -289,7 +290,7 @@ def load_inception(inception_weights: str | Path | None = None) -> nn.Module:
 
 def images_to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> uint8 [0, 255] with 3 channels (grayscale repeated), same device."""
-    uint8 = images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    uint8 = to_uint8(images)
     return uint8.expand(-1, 3, -1, -1) if uint8.shape[1] == 1 else uint8
 
 

@@ -108,7 +108,8 @@ class Trainer:
         """Carry out what a hook (or a signal) asked for; an Outcome when the run ends."""
         if isinstance(answer, RollBack):
             return self.roll_back(answer)
-        path = self.checkpoints.save(self)
+        self.call("on_stop", answer)  # the checkpoint hook saves last.pt
+        path = self.checkpoints.last
         if isinstance(answer, Interrupted):
             return Outcome(finished=False, signum=answer.signum, checkpoint=path)
         return Outcome(finished=False, checkpoint=path, reason=(

@@ -8,6 +8,7 @@ The loop calls every hook at the same points, in the order it was given them:
   after_window(loop, values)    after each logged window of step metrics (means)
   on_epoch_end(loop)            after each epoch (loop.epoch counts it already)
   after_rollback(loop, path)    after the loop reloaded `path` because of a RollBack answer
+  on_stop(loop, answer)         the run ends early: a Stop answer or an Interrupted signal
   on_error(loop, error)         a step raised (e.g. NonFiniteLoss); the error goes on up
   on_fit_end(loop)              the run reached its last epoch
 
@@ -73,6 +74,9 @@ class Hook:
         return None
 
     def after_rollback(self, loop: "Trainer", path: Path) -> None:
+        pass
+
+    def on_stop(self, loop: "Trainer", answer: Union[Stop, Interrupted]) -> None:
         pass
 
     def on_error(self, loop: "Trainer", error: Exception) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from dcgan.atomic import remove_stale_temporaries
 from dcgan.checkpoint import (
@@ -28,7 +28,7 @@ from dcgan.checkpoint import (
 )
 from dcgan.distributed import SINGLE, Distributed, barrier
 from dcgan.gan import NonFiniteLoss
-from dcgan.hooks.base import Answer, Hook
+from dcgan.hooks.base import Answer, Hook, Interrupted, Stop
 
 if TYPE_CHECKING:
     from dcgan.trainer import Trainer
@@ -74,6 +74,9 @@ class Checkpoints(Hook):
             set_aside_after(self.folder, loop.step)
         self.save(loop)
 
+    def on_stop(self, loop: "Trainer", answer: Union[Stop, Interrupted]) -> None:
+        self.save(loop)
+
     def on_error(self, loop: "Trainer", error: Exception) -> None:
         """A non-finite loss: the state before that update, for inspection; last.pt and the
         numbered checkpoints stay as they were."""
@@ -95,6 +98,10 @@ class Checkpoints(Hook):
                            self.folder / GENERATOR_FILE, epoch=loop.epoch, step=loop.step)
             prune_numbered(self.folder, self.settings.keep_last)
         barrier(self.layout)
+        return self.last
+
+    @property
+    def last(self) -> Path:
         return self.folder / LAST
 
     def payload(self, loop: "Trainer") -> dict[str, Any]:
