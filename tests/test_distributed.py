@@ -1,6 +1,7 @@
 """torchrun with the Gloo backend on the CPU: two processes, one run, identical replicas."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -112,3 +113,41 @@ def test_a_signal_to_one_rank_stops_all_with_one_checkpoint(tmp_path):
     stopped = load(run / "checkpoints" / "last.pt")
     assert stopped["epoch"] == 0 and 5 <= stopped["batch_in_epoch"] < 250
     assert not list((run / "checkpoints").glob(".*.tmp-*"))
+
+
+def test_collapse_rollback_under_torchrun_keeps_the_ranks_identical(tmp_path):
+    run = tmp_path / "run"
+    collapsing = ["lr_g=1e-6", "lr_d=5e-3", "collapse.patience=3", "collapse.g_loss_ceiling=4",
+                  "collapse.d_loss_floor=0.1", "keep_last=0", "collapse.policy=rollback",
+                  "collapse.rollback.max_rollbacks=1", "eval.every=0", "ckpt_every_steps=1"]
+    result = torchrun("-m", "dcgan.train", *SMALL, "log_every=1", *collapsing, "dataset=fake",
+                      "dataset.size=64", "epochs=8", f"hydra.run.dir={run}")
+    assert result.returncode in (0, 4), result.stderr[-4000:]
+    log = (run / "train.log").read_text()
+    rolled = re.search(r"rolled back to (step_\d+\.pt) \(epoch \d+, step (\d+)\)", log)
+    assert rolled, log[-3000:]
+    # every step after the rollback was checked on both ranks: the weights stayed identical
+    after = log[rolled.end():]
+    checked = re.findall(r"step (\d+): weights identical on all 2 ranks", after)
+    assert checked and int(checked[0]) == int(rolled.group(2)) + 1
+    assert "ranks disagree" not in result.stderr
+    state = load(run / "checkpoints" / "last.pt")
+    assert state["hooks"]["collapse"]["rollbacks"] == 1
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(2.5e-3)
+
+
+def test_nonfinite_recovery_under_torchrun_keeps_the_ranks_identical(tmp_path):
+    run = tmp_path / "run"
+    common = [*SMALL, "dataset=fake", "dataset.size=64", "eval.every=0"]
+    first = torchrun("-m", "dcgan.train", *common, "epochs=1", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-4000:]
+    result = torchrun("-m", "dcgan.train", f"resume={run}", "epochs=2", "lr=1e30",
+                      "nonfinite.policy=rollback", "nonfinite.lr_factor=1e-33")
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = (run / "train.log").read_text()
+    assert re.search(r"non-finite .* at step 5: rolled back to epoch_001\.pt \(step 4\)", log)
+    assert log.count("weights identical on all 2 ranks") >= 4 + 4  # both epochs, every step
+    state = load(run / "checkpoints" / "last.pt")
+    assert state["step"] == 8 and state["hooks"]["nonfinite"]["retries"] == 1
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    assert all(torch.isfinite(t).all() for t in state["generator"].values())

@@ -131,6 +131,7 @@ def test_a_non_finite_loss_raises_before_the_update(make_config):
             network = error.which.split()[0]  # the network whose loss it was
             after = getattr(pair, network).parameters()
             assert all(torch.equal(a, b) for a, b in zip(before[network], after))
+            assert all(p.requires_grad for p in pair.discriminator.parameters())  # unfrozen
             return
     pytest.fail("lr=1e30 never gave a non-finite loss")
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.checkpoint import REQUIRED_KEYS
+from dcgan.checkpoint import REQUIRED_KEYS, save_checkpoint
 from tests.conftest import REPO, TINY, _command, run_cli, user_error_line
 
 pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
@@ -167,7 +167,7 @@ def test_checkpoint_of_another_architecture_is_one_line(small_run, tmp_path):
     state = load(small_run / "checkpoints" / "last.pt")
     state["arch"]["ngf"] = 16  # says ngf=16, holds ngf=8 weights: as if from another model
     other = tmp_path / "other.pt"
-    torch.save(state, other)
+    save_checkpoint(state, [other])  # sealed with a digest of what it now says
     line = user_error_line(run_cli("dcgan-train", f"resume={other}",
                                    f"hydra.run.dir={tmp_path / 'run'}"))
     assert "other.pt" in line and "ngf=16" in line

@@ -103,6 +103,7 @@ def cutout(images: torch.Tensor, generator: Optional[torch.Generator] = None,
 
 _OPERATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "color": color, "translation": translation, "cutout": cutout}
+AUGMENT_POLICIES = tuple(_OPERATIONS)  # what `augment=[...]` may name
 
 
 def instance_noise(images: torch.Tensor, std: float,

@@ -30,6 +30,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from dcgan.atomic import write_atomic
 from dcgan.errors import DCGANError
+from dcgan.integrity import DIGEST_KEY, FORMAT_KEY, generator_file_digest, seal, state_digest
 from dcgan.models import Architecture, Generator
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,12 @@ BEST = "best.pt"  # the best evaluated epoch by eval.select
 ABANDONED_DIR = "abandoned"  # numbered checkpoints a collapse rollback left behind
 GENERATOR_FILE = "generator.safetensors"
 NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
-GENERATOR_FORMAT = "dcgan-generator/1"
+GENERATOR_FORMAT = "dcgan-generator/2"  # with a digest in the metadata
+GENERATOR_FORMATS_BEFORE_DIGESTS = ("dcgan-generator/1",)
+
+
+class CorruptedFile(DCGANError):
+    """A checkpoint or generator file whose contents do not match the digest stored in it."""
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -60,8 +66,9 @@ def serialize(payload: dict[str, Any]) -> bytes:
 
 
 def save_checkpoint(payload: dict[str, Any], paths: list[Path]) -> None:
-    """Serialise once, then write the same bytes atomically to each path."""
-    data = serialize(payload)
+    """Seal (format and digest), serialise once, then write the same bytes atomically to each
+    path."""
+    data = serialize(seal(payload))
     for path in paths:
         write_atomic(path, data)
 
@@ -85,6 +92,7 @@ def save_generator(state_dict: dict[str, torch.Tensor], arch: dict[str, int], pa
     metadata = {"format": GENERATOR_FORMAT, "arch": json.dumps(arch),
                 **{key: str(value) for key, value in info.items()}}
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
+    metadata[DIGEST_KEY] = generator_file_digest(tensors, metadata)
     write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
 
 
@@ -97,9 +105,23 @@ def load_generator_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     except (SafetensorError, OSError, ValueError) as error:
         raise DCGANError(f"cannot read {path}: it is truncated or not a safetensors file "
                          f"({error})") from error
-    if metadata.get("format") != GENERATOR_FORMAT or "arch" not in metadata:
+    known = (GENERATOR_FORMAT, *GENERATOR_FORMATS_BEFORE_DIGESTS)
+    if metadata.get("format") not in known or "arch" not in metadata:
         raise DCGANError(f"{path} is not a dcgan generator file (no architecture in its metadata)")
+    verify_generator_file(path, tensors, metadata)
     return tensors, json.loads(metadata["arch"])
+
+
+def verify_generator_file(path: Path, tensors: dict[str, torch.Tensor],
+                          metadata: dict[str, str]) -> None:
+    if metadata["format"] in GENERATOR_FORMATS_BEFORE_DIGESTS:
+        log.warning("%s was written before generator files carried a digest: loaded without "
+                    "checking it", path)
+    elif generator_file_digest(tensors, metadata) != metadata.get(DIGEST_KEY):
+        raise CorruptedFile(f"{path} is corrupted: its weights or metadata do not match the "
+                            "digest stored in it (damaged or edited since it was written); "
+                            "export it again from a checkpoint of the run")
+
 
 def load_generator(checkpoint: Path, device: torch.device, ema: bool = True) -> Generator:
     """The generator of a training checkpoint or of a generator.safetensors file, in eval
@@ -161,7 +183,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise DCGANError(f"{path} is not a dcgan training checkpoint (found {keys})")
+    verify_checkpoint(path, payload)
     return upgrade_legacy(payload)
+
+
+def verify_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """The digest stored in the checkpoint must be that of its contents; a checkpoint from
+    before digests (no `format`) loads unchecked, with a notice."""
+    if DIGEST_KEY in payload:
+        if state_digest(payload) != payload[DIGEST_KEY]:
+            raise CorruptedFile(f"{path} is corrupted: its contents do not match the digest "
+                                "stored in it (damaged since it was written: a copy, a disk); "
+                                "resume from another checkpoint of the run")
+    elif FORMAT_KEY in payload:
+        raise CorruptedFile(f"{path} is corrupted: it has lost the digest its format "
+                            f"({payload[FORMAT_KEY]}) always carries, so its contents cannot be "
+                            "trusted; resume from another checkpoint of the run")
+    else:
+        log.warning("%s was written before checkpoints carried a digest: loaded without "
+                    "checking it", path)
 
 
 def upgrade_legacy(payload: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +211,8 @@ def upgrade_legacy(payload: dict[str, Any]) -> dict[str, Any]:
         return payload
     collapse = payload.get("collapse", {})
     payload["hooks"] = {
-        "samples": {"fixed_noise": payload.pop("fixed_noise")},
+        "samples": ({"fixed_noise": payload.pop("fixed_noise")} if "fixed_noise" in payload
+                    else {}),
         "evaluation": {"metrics": payload.pop("eval_metrics", {})},
         "checkpoints": {"best_value": payload.pop("best_value", float("inf"))},
         "collapse": {"detector": collapse.get("detector", {}),
@@ -194,12 +235,20 @@ def resumable_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_newest_valid(run_dir: Path) -> Optional[tuple[Path, dict[str, Any]]]:
-    """The newest checkpoint of a run that loads; each one that does not is reported."""
-    for path in resumable_checkpoints(run_dir):
+    """The newest checkpoint of a run that loads (each one that does not is reported), or
+    None when the run has none. When it has some and none loads, that is an error: starting
+    afresh would write over them."""
+    candidates = resumable_checkpoints(run_dir)
+    for path in candidates:
         try:
             return path, load_checkpoint(path)
         except DCGANError as error:
             log.warning("skipping checkpoint that does not load: %s", error)
+    if candidates:
+        raise DCGANError(f"none of the {len(candidates)} checkpoints in "
+                         f"{run_dir / CHECKPOINT_DIR} loads (each is reported above); nothing "
+                         "was started, so they stay as they are: resume from a copy you trust "
+                         "with resume=PATH, or train afresh in another run directory")
     return None
 
 
@@ -214,14 +263,18 @@ def checkpoint_step(path: Path) -> Optional[int]:
 
 
 def newest_before(folder: Path, before_step: int) -> Optional[tuple[Path, dict[str, Any]]]:
-    """The newest numbered checkpoint (epoch_*.pt, step_*.pt) of a step before `before_step`."""
+    """The newest numbered checkpoint (epoch_*.pt, step_*.pt) of a step before `before_step`
+    that loads; one that does not (torn, corrupted) is reported and passed over."""
     steps = {path: checkpoint_step(path) for path in sorted(folder.glob("*.pt"))
              if NUMBERED.match(path.name)}
-    earlier = [(step, path) for path, step in steps.items() if step is not None and step < before_step]
-    if not earlier:
-        return None
-    path = max(earlier)[1]
-    return path, load_checkpoint(path)
+    earlier = sorted(((step, path) for path, step in steps.items()
+                      if step is not None and step < before_step), reverse=True)
+    for _, path in earlier:
+        try:
+            return path, load_checkpoint(path)
+        except DCGANError as error:
+            log.warning("passing over a checkpoint that does not load: %s", error)
+    return None
 
 
 def set_aside_after(folder: Path, step: int) -> None:

@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dcgan.augment import NoiseSchedule
+from dcgan.augment import AUGMENT_POLICIES, NoiseSchedule
 from dcgan.collapse import CollapseSettings
 from dcgan.data import DATASETS
 from dcgan.errors import DCGANError
@@ -29,13 +29,13 @@ from dcgan.gan import GANSettings
 from dcgan.hooks.checkpoints import CheckpointSettings
 from dcgan.hooks.collapse_guard import GuardSettings, RollbackSettings
 from dcgan.hooks.evaluation import EvaluationSettings
+from dcgan.hooks.nonfinite import NonFiniteSettings
 from dcgan.models import Architecture
 from dcgan.trainer import LoopSettings
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
-AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment (Zhao et al., 2020)
 
 
 class Device(str, Enum):
@@ -76,6 +76,11 @@ class CollapsePolicy(str, Enum):
     warn = "warn"  # log a warning (console and TensorBoard) and go on
     stop = "stop"  # checkpoint and exit with a message
     rollback = "rollback"  # reload the last healthy checkpoint, turn on the stabilisers, go on
+
+
+class NonFinitePolicy(str, Enum):
+    stop = "stop"  # save the state before the bad update and exit (code 3)
+    rollback = "rollback"  # reload the newest checkpoint before it, lower both rates, go on
 
 
 # What eval.select may name; every one of them is better when lower.
@@ -153,6 +158,15 @@ class CollapseConfig:
 
 
 @dataclass
+class NonFiniteConfig:
+    """What a NaN or Inf loss does."""
+
+    policy: NonFinitePolicy = NonFinitePolicy.stop
+    lr_factor: float = 0.5  # rollback: both learning rates are multiplied by this each time
+    max_retries: int = 3  # rollback: after this many, a non-finite loss stops the run
+
+
+@dataclass
 class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -188,6 +202,7 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    nonfinite: NonFiniteConfig = field(default_factory=NonFiniteConfig)
 
 
 def register_configs() -> None:
@@ -221,6 +236,9 @@ def validate(cfg: DictConfig) -> None:
     _validate_stabilisers(cfg)
     _validate_eval(cfg.eval)
     _validate_collapse(cfg.collapse)
+    nf = cfg.nonfinite
+    _require(0 < nf.lr_factor < 1, f"nonfinite.lr_factor must be in (0, 1), got {nf.lr_factor}")
+    _require(nf.max_retries >= 0, f"nonfinite.max_retries must be 0 or more, got {nf.max_retries}")
 
 
 def _validate_stabilisers(cfg: DictConfig) -> None:
@@ -366,6 +384,7 @@ class RunSettings:
     checkpoints: CheckpointSettings
     evaluation: EvaluationSettings
     guard: GuardSettings
+    nonfinite: NonFiniteSettings
     on_bad_image: str
     ddp_check_every: int
 
@@ -382,6 +401,9 @@ def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
         evaluation=EvaluationSettings(every=ev.every, n_samples=ev.n_samples, fid=ev.fid,
                                       inception_weights=ev.inception_weights, seed=ev.seed),
         guard=guard_settings(cfg),
+        nonfinite=NonFiniteSettings(policy=_name(cfg.nonfinite.policy),
+                                    lr_factor=cfg.nonfinite.lr_factor,
+                                    max_retries=cfg.nonfinite.max_retries),
         on_bad_image=_name(cfg.dataset.on_bad_image),
         ddp_check_every=cfg.ddp_check_every,
     )

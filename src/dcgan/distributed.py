@@ -93,6 +93,18 @@ def any_rank(flag: bool, layout: Distributed, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+def window_over_ranks(values: dict[str, float], layout: Distributed) -> dict[str, float]:
+    """A metric window's means averaged over the ranks (images per second summed), so every
+    rank sees the same numbers and decides the same."""
+    if not layout.enabled:
+        return values
+    every_rank = gather_objects(values, layout)
+    values = {key: sum(v[key] for v in every_rank) / len(every_rank) for key in values
+              if all(key in v for v in every_rank)}
+    values["img_per_s"] = values.get("img_per_s", 0.0) * layout.world_size
+    return values
+
+
 def barrier(layout: Distributed) -> None:
     if layout.enabled:
         dist.barrier()

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dcgan.augment import NoiseSchedule, diff_augment, instance_noise
-from dcgan.distributed import SINGLE, Distributed
+from dcgan.distributed import SINGLE, Distributed, any_rank
 from dcgan.ema import EMA
 from dcgan.errors import DCGANError
 from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
@@ -169,7 +169,7 @@ class GANPair:
             loss_d = loss_d + gradient_penalty(self.discriminator, real_seen, fake_seen,
                                                weight=s.gp_weight)
         if check_finite:
-            refuse_non_finite(loss_d, "discriminator loss (loss/d)")
+            self.refuse_non_finite(loss_d, "discriminator loss (loss/d)")
         update(loss_d, self.opt_d, self.scaler_d)
         return {
             "loss_d": loss_d.detach(),
@@ -178,15 +178,18 @@ class GANPair:
         }
 
     def g_step(self, fake: torch.Tensor, step: int, check_finite: bool) -> torch.Tensor:
-        # D is frozen so no gradient is spent on its weights
+        # D is frozen so no gradient is spent on its weights (and unfrozen whatever happens:
+        # a run that recovers from a non-finite G loss trains D again)
         self.discriminator.requires_grad_(False)
-        with self.autocast():
-            fake_logits = self.d_frozen_forward(self.what_d_sees(fake, step))
-        loss_g = generator_loss(fake_logits, kind=self.settings.loss)
-        if check_finite:
-            refuse_non_finite(loss_g, "generator loss (loss/g)")
-        update(loss_g, self.opt_g, self.scaler_g)
-        self.discriminator.requires_grad_(True)
+        try:
+            with self.autocast():
+                fake_logits = self.d_frozen_forward(self.what_d_sees(fake, step))
+            loss_g = generator_loss(fake_logits, kind=self.settings.loss)
+            if check_finite:
+                self.refuse_non_finite(loss_g, "generator loss (loss/g)")
+            update(loss_g, self.opt_g, self.scaler_g)
+        finally:
+            self.discriminator.requires_grad_(True)
         return loss_g.detach()
 
     def what_d_sees(self, images: torch.Tensor, step: int) -> torch.Tensor:
@@ -198,6 +201,15 @@ class GANPair:
         if std > 0:
             images = instance_noise(images, std)
         return images
+
+    def refuse_non_finite(self, loss: torch.Tensor, which: str) -> None:
+        """Raise NonFiniteLoss before the update; under torchrun every rank raises together
+        (they agree first), so none waits in a collective the others never reach."""
+        finite = bool(torch.isfinite(loss).item())
+        if self.layout.enabled:
+            finite = not any_rank(not finite, self.layout, self.device)
+        if not finite:
+            raise NonFiniteLoss(which, loss.item())
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
@@ -252,11 +264,6 @@ def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-
-
-def refuse_non_finite(loss: torch.Tensor, which: str) -> None:
-    if not torch.isfinite(loss).item():
-        raise NonFiniteLoss(which, loss.item())
 
 
 def keep_first_weight_contiguous(generator: nn.Module) -> None:

@@ -28,6 +28,7 @@ from dcgan.hooks.bad_files import BadFiles
 from dcgan.hooks.checkpoints import Checkpoints
 from dcgan.hooks.collapse_guard import CollapseGuard
 from dcgan.hooks.evaluation import Evaluation
+from dcgan.hooks.nonfinite import NonFiniteRecovery
 from dcgan.hooks.replicas import ReplicaCheck
 from dcgan.hooks.samples import SampleGrids
 from dcgan.loader import batches_per_epoch
@@ -57,7 +58,7 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torc
     samples = SampleGrids(run_dir, settings.gan.arch.nz, device, layout)
     hooks = [BadFiles(settings.on_bad_image), ReplicaCheck(settings.ddp_check_every, layout),
              samples, Evaluation(settings.evaluation, dataset, device, layout),
-             CollapseGuard(settings.guard)]
+             CollapseGuard(settings.guard), NonFiniteRecovery(settings.nonfinite)]
     checkpoints = Checkpoints(run_dir, settings.checkpoints, to_plain_dict(cfg), layout)
     return Trainer(settings.loop, gan, dataset, checkpoints, hooks, layout=layout)
 

@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from dcgan.distributed import SINGLE, Distributed, any_rank, gather_objects
+from dcgan.distributed import (SINGLE, Distributed, any_rank, gather_objects,
+                               window_over_ranks)
 from dcgan.gan import GANPair, NonFiniteLoss
-from dcgan.hooks.base import Answer, Hook, Interrupted, RollBack
+from dcgan.hooks.base import Answer, Hook, Hooks, Interrupted, RollBack
 from dcgan.loader import batches_per_epoch, build_loader
 from dcgan.loggers import Loggers
 from dcgan.runtime import StopSignals, capture_rng, restore_rng, seed_everything
@@ -60,8 +61,9 @@ class Trainer:
                  loggers: Optional[Loggers] = None, layout: Distributed = SINGLE):
         self.settings, self.gan, self.dataset, self.layout = settings, gan, dataset, layout
         self.checkpoints = checkpoints  # also a hook, called last: it saves what the others did
-        self.hooks = [*hooks, checkpoints]
+        self.hooks = Hooks([*hooks, checkpoints])
         self.loggers = loggers or Loggers()
+        self.base_settings = gan.settings  # as configured; hooks adjust it (see refresh_settings)
         self.device = gan.device
         self.loader, self.sampler = build_loader(
             dataset, settings.batch_size, settings.seed, settings.num_workers,
@@ -86,7 +88,8 @@ class Trainer:
 
     def fit(self) -> Outcome:
         """Train up to settings.epochs, or until a signal or a hook stops the run."""
-        self.call("on_fit_start")
+        self.hooks.call("on_fit_start", self)
+        self.refresh_settings()
         if self.epoch >= self.settings.epochs:
             log.info("already trained %d of epochs=%d; raise epochs to train more",
                      self.epoch, self.settings.epochs)
@@ -100,7 +103,7 @@ class Trainer:
             outcome = self.act(answer)
             if outcome is not None:
                 return outcome
-        self.call("on_fit_end")
+        self.hooks.call("on_fit_end", self)
         log.info("trained to epoch %d in %.1f s", self.epoch, time.perf_counter() - started)
         return Outcome(finished=True)
 
@@ -108,7 +111,7 @@ class Trainer:
         """Carry out what a hook (or a signal) asked for; an Outcome when the run ends."""
         if isinstance(answer, RollBack):
             return self.roll_back(answer)
-        self.call("on_stop", answer)  # the checkpoint hook saves last.pt
+        self.hooks.call("on_stop", self, answer)  # the checkpoint hook saves last.pt
         path = self.checkpoints.last
         if isinstance(answer, Interrupted):
             return Outcome(finished=False, signum=answer.signum, checkpoint=path)
@@ -118,6 +121,8 @@ class Trainer:
     def roll_back(self, answer: RollBack) -> Optional[Outcome]:
         """Reload the newest checkpoint from before `answer.onset` and tell the hooks."""
         found = self.checkpoints.newest_before(answer.onset)
+        if found is None and answer.error is not None:
+            raise answer.error
         if found is None:
             path = self.checkpoints.save(self)
             return Outcome(finished=False, checkpoint=path, reason=(
@@ -125,7 +130,10 @@ class Trainer:
                 f"to, so stopped; the state is in {path}"))
         path, state = found
         self.load_state_dict(state)
-        self.call("after_rollback", path)
+        for hook in self.hooks[:-1]:
+            hook.after_rollback(self, path)
+        self.refresh_settings()  # with what the hooks turned on, before the checkpoint hook
+        self.checkpoints.after_rollback(self, path)  # saves the new course's first last.pt
         return None
 
     # -- one epoch ---------------------------------------------------------------------------
@@ -150,9 +158,14 @@ class Trainer:
 
     def train_batch(self, real: torch.Tensor, bad_paths: list[str], window: "MetricWindow",
                     bar: tqdm) -> Union[Answer, Interrupted]:
-        self.call("on_batch", bad_paths)
+        self.hooks.call("on_batch", self, bad_paths)
         if real.shape[0] >= 2:  # BatchNorm needs two images; fewer only if files were bad
-            window.add(self.train_step(real), real.shape[0])
+            check_finite = (self.step + 1) % self.check_every == 0
+            try:
+                metrics = self.gan.train_step(real, self.step, check_finite)
+            except NonFiniteLoss as error:
+                return self.on_non_finite(error)
+            window.add(metrics, real.shape[0])
             self.step += 1
         self.batch_in_epoch += 1
         last_batch = self.batch_in_epoch == self.batches_per_epoch
@@ -160,35 +173,31 @@ class Trainer:
         if window.steps and (self.step % self.settings.log_every == 0 or last_batch or stopping):
             values = self.log_window(window.read_and_reset())
             bar.set_postfix(progress_text(values), refresh=False)
-            answer = None if stopping else self.ask("after_window", values)
+            answer = None if stopping else self.hooks.ask("after_window", self, values)
             if answer is not None:
                 return answer
         if stopping:
             return Interrupted(self.stop.signum or signal.SIGTERM)
-        self.call("after_step")
+        self.hooks.call("after_step", self)
         return None
 
-    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        check_finite = (self.step + 1) % self.check_every == 0
-        try:
-            return self.gan.train_step(real, self.step, check_finite)
-        except NonFiniteLoss as error:
-            error.step, error.epoch = self.step + 1, self.epoch + 1
-            self.call("on_error", error)
-            raise
+    def on_non_finite(self, error: NonFiniteLoss) -> Answer:
+        """What a hook answers to a non-finite loss (e.g. roll back); with no answer the
+        error ends the run."""
+        error.step, error.epoch = self.step + 1, self.epoch + 1
+        answer = self.hooks.ask("on_error", self, error)
+        if answer is None:
+            raise error
+        return answer
 
     def end_epoch(self) -> Answer:
         self.epoch_metrics = {}
-        return self.ask("on_epoch_end")
+        return self.hooks.ask("on_epoch_end", self)
 
     def log_window(self, values: dict[str, float]) -> dict[str, float]:
         """Log a window's means (averaged over ranks under torchrun, so every rank sees the
         same numbers and the hooks decide the same everywhere)."""
-        if self.layout.enabled:
-            every_rank = gather_objects(values, self.layout)
-            values = {key: sum(v[key] for v in every_rank) / len(every_rank) for key in values
-                      if all(key in v for v in every_rank)}
-            values["img_per_s"] = values.get("img_per_s", 0.0) * self.layout.world_size
+        values = window_over_ranks(values, self.layout)
         self.last_metrics = values
         self.loggers.scalars(self.step, values)
         return values
@@ -206,14 +215,11 @@ class Trainer:
 
     # -- hooks -------------------------------------------------------------------------------
 
-    def call(self, point: str, *args: Any) -> None:
-        for hook in self.hooks:
-            getattr(hook, point)(self, *args)
-
-    def ask(self, point: str, *args: Any) -> Answer:
-        """Every hook is called; the first answer that is not None wins."""
-        answers = [getattr(hook, point)(self, *args) for hook in self.hooks]
-        return next((answer for answer in answers if answer is not None), None)
+    def refresh_settings(self) -> None:
+        """The configured GAN settings with what every hook changed (e.g. lowered rates)."""
+        settings = self.hooks.adjust(self.base_settings)
+        if settings != self.gan.settings:
+            self.gan.reconfigure(settings)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -227,15 +233,13 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "rng": capture_rng(),
             "rng_per_rank": gather_objects(capture_rng(), self.layout),
-            "hooks": {hook.name: hook.state_dict() for hook in self.hooks},
+            "hooks": self.hooks.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where `state` stopped, RNG included (call just before fit)."""
         self.gan.load_state_dict(state)
-        saved_hooks = state.get("hooks", {})
-        for hook in self.hooks:
-            hook.load_state_dict(saved_hooks.get(hook.name, {}))
+        self.hooks.load_state_dict(state.get("hooks", {}))
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         per_rank = state.get("rng_per_rank")

@@ -9,10 +9,14 @@ The loop calls every hook at the same points, in the order it was given them:
   on_epoch_end(loop)            after each epoch (loop.epoch counts it already)
   after_rollback(loop, path)    after the loop reloaded `path` because of a RollBack answer
   on_stop(loop, answer)         the run ends early: a Stop answer or an Interrupted signal
-  on_error(loop, error)         a step raised (e.g. NonFiniteLoss); the error goes on up
+  on_error(loop, error)         a step raised NonFiniteLoss; a hook may answer RollBack,
+                                else the error goes on up and ends the run
   on_fit_end(loop)              the run reached its last epoch
 
-`after_window` and `on_epoch_end` may answer: None (go on), `Stop` or `RollBack`. The loop asks
+`after_window`, `on_epoch_end` and `on_error` may answer: None (go on), `Stop` or `RollBack`.
+A hook that changes how the pair trains from some point on (lower learning rates, more noise)
+keeps that as its own state and says so in `adjust(settings)`: the loop passes the configured
+GAN settings through every hook's `adjust` at the start and after each rollback. The loop asks
 every hook before it acts, so at an epoch's end the checkpoint hook still saves the epoch that
 made the collapse guard answer. A hook reads the loop (its position, the GAN pair, the loggers,
 `epoch_metrics`) and changes only itself and what its own concept owns.
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 if TYPE_CHECKING:
+    from dcgan.gan import GANSettings
     from dcgan.trainer import Trainer
 
 
@@ -37,10 +42,12 @@ class Stop:
 
 @dataclass(frozen=True)
 class RollBack:
-    """Reload the newest checkpoint from before step `onset` and go on from there."""
+    """Reload the newest checkpoint from before step `onset` and go on from there. With none
+    to reload, the run stops: with `error` raised (as if nobody had answered), else saved."""
 
     onset: int
     reason: str
+    error: Optional[Exception] = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,11 @@ class Hook:
     def on_stop(self, loop: "Trainer", answer: Union[Stop, Interrupted]) -> None:
         pass
 
-    def on_error(self, loop: "Trainer", error: Exception) -> None:
-        pass
+    def on_error(self, loop: "Trainer", error: Exception) -> Answer:
+        return None
+
+    def adjust(self, settings: "GANSettings") -> "GANSettings":
+        return settings
 
     def on_fit_end(self, loop: "Trainer") -> None:
         pass
@@ -90,3 +100,28 @@ class Hook:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class Hooks(list):
+    """A run's hooks in calling order, and the ways the loop calls them."""
+
+    def call(self, point: str, loop: "Trainer", *args: Any) -> None:
+        for hook in self:
+            getattr(hook, point)(loop, *args)
+
+    def ask(self, point: str, loop: "Trainer", *args: Any) -> Answer:
+        """Every hook is called; the first answer that is not None wins."""
+        answers = [getattr(hook, point)(loop, *args) for hook in self]
+        return next((answer for answer in answers if answer is not None), None)
+
+    def adjust(self, settings: "GANSettings") -> "GANSettings":
+        for hook in self:
+            settings = hook.adjust(settings)
+        return settings
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {hook.name: hook.state_dict() for hook in self}
+
+    def load_state_dict(self, states: dict[str, dict[str, Any]]) -> None:
+        for hook in self:
+            hook.load_state_dict(states.get(hook.name, {}))

@@ -70,6 +70,7 @@ class Checkpoints(Hook):
     def after_rollback(self, loop: "Trainer", path: Path) -> None:
         """The abandoned course goes to abandoned/; last.pt starts the new one (a crash from
         here resumes with the stabilisers on)."""
+        barrier(self.layout)  # every rank has read the checkpoint before files move
         if self.layout.is_main:
             set_aside_after(self.folder, loop.step)
         self.save(loop)
@@ -77,7 +78,7 @@ class Checkpoints(Hook):
     def on_stop(self, loop: "Trainer", answer: Union[Stop, Interrupted]) -> None:
         self.save(loop)
 
-    def on_error(self, loop: "Trainer", error: Exception) -> None:
+    def on_error(self, loop: "Trainer", error: Exception) -> Answer:
         """A non-finite loss: the state before that update, for inspection; last.pt and the
         numbered checkpoints stay as they were."""
         if isinstance(error, NonFiniteLoss):
@@ -86,6 +87,7 @@ class Checkpoints(Hook):
             if self.layout.is_main:
                 save_checkpoint(state, [path])
             error.saved_to = path
+        return None
 
     def save(self, loop: "Trainer", *numbered: str, best: bool = False) -> Path:
         """Write last.pt (and the numbered names given, and best.pt when `best`), the

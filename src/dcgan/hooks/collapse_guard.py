@@ -4,7 +4,7 @@ stop, or roll back to the newest checkpoint from before the trouble with stabili
 (a lower lr_d, instance noise, label smoothing: collapse.rollback).
 
 The stabilisers a rollback turned on are this hook's own state (`Stabilisers`), applied to
-the GAN pair's settings; the config is never changed. They survive a resume.
+the GAN pair's settings through `adjust`; the config is never changed. They survive a resume.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class GuardSettings:
 class Stabilisers:
     """What rollbacks have turned on; None: as configured."""
 
-    lr_d: Optional[float] = None
+    lr_d_scale: float = 1.0  # D's configured learning rate is multiplied by this
     instance_noise: Optional[float] = None  # its std, annealed to 0 by the end of the run
     real_label: Optional[float] = None
     noise_start_step: int = 0  # the instance noise annealing restarts at the rollback
@@ -55,7 +55,7 @@ class Stabilisers:
             noise = replace(noise, std=self.instance_noise, anneal_epochs=None)
         return replace(
             settings, noise=replace(noise, start_step=self.noise_start_step),
-            lr_d=settings.lr_d if self.lr_d is None else self.lr_d,
+            lr_d=settings.lr_d if self.lr_d_scale == 1.0 else settings.lr_d * self.lr_d_scale,
             real_label=settings.real_label if self.real_label is None else self.real_label)
 
 
@@ -81,9 +81,10 @@ class CollapseGuard(Hook):
     def watching(self) -> bool:
         return self.settings.policy != "off"
 
-    def on_fit_start(self, loop: "Trainer") -> None:
-        if self.stabilisers != Stabilisers():  # a resumed run that had rolled back
-            loop.gan.reconfigure(self.stabilisers.applied_to(loop.gan.settings))
+    def adjust(self, settings: GANSettings) -> GANSettings:
+        if self.stabilisers == Stabilisers():
+            return settings
+        return self.stabilisers.applied_to(settings)
 
     def after_window(self, loop: "Trainer", values: dict[str, float]) -> Answer:
         if not self.watching or self.settings.loss != "bce" or "loss_g" not in values:
@@ -119,27 +120,26 @@ class CollapseGuard(Hook):
     def escalated(self, current: GANSettings) -> tuple[Stabilisers, str]:
         """The stabilisers one more rollback turns on, from the settings in force now."""
         rb = self.settings.rollback
-        lr_d = current.lr_d * rb.lr_d_factor
+        lr_d_scale = self.stabilisers.lr_d_scale * rb.lr_d_factor
         noise, real_label = self.stabilisers.instance_noise, self.stabilisers.real_label
-        changes = [f"lr_d={lr_d:.3g}"]
+        changes = [f"lr_d={current.lr_d * rb.lr_d_factor:.3g}"]
         if rb.instance_noise > current.noise.std:
             noise = rb.instance_noise
             changes.append(f"instance_noise.std={rb.instance_noise:g}")
         if current.loss in ("bce", "lsgan") and rb.real_label < current.real_label:
             real_label = rb.real_label
             changes.append(f"real_label={rb.real_label:g}")
-        return Stabilisers(lr_d, noise, real_label), ", ".join(changes)
+        return Stabilisers(lr_d_scale, noise, real_label), ", ".join(changes)
 
     def after_rollback(self, loop: "Trainer", path: Path) -> None:
         """The loop reloaded `path` (this hook's state with it): count the rollback, turn the
-        stabilisers on, forget the detector's streaks. (A rollback another hook asked for
+        stabilisers on (the loop applies them through `adjust`), forget the detector's streaks. (A rollback another hook asked for
         leaves this hook as the checkpoint had it.)"""
         pending, self.pending = self.pending, None
         if pending is None:
             return
         self.rollbacks = pending.rollbacks
         self.stabilisers = replace(pending.stabilisers, noise_start_step=loop.step)
-        loop.gan.reconfigure(self.stabilisers.applied_to(loop.gan.settings))
         self.detector.reset()
         message = (f"rolled back to {path.name} (epoch {loop.epoch}, step {loop.step}) after "
                    f"{pending.verdict.signal} at step {pending.verdict.step}; now "
