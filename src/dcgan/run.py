@@ -92,7 +92,9 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     log.info("run directory: %s (%d images, device %s%s)", run_dir, len(dataset), device,
              f", {layout.world_size} processes, global batch {cfg.batch_size * layout.world_size}"
              if layout.enabled else "")
-    purge_step = trainer.step + 1 if resumed is not None else None
+    # events an earlier process wrote past this point (killed before its first checkpoint too,
+    # then started afresh by resume=auto) are dropped, so each step is logged once
+    purge_step = trainer.step + 1
     trainer.loggers = Loggers([TensorBoardLogger(run_dir, purge_step)] if layout.is_main else [])
     started = time.perf_counter()
     try:
