@@ -81,7 +81,8 @@ def test_a_changed_value_or_a_removed_digest_is_caught(tmp_path):
     torch.save(state, tmp_path / "edited.pt")
     with pytest.raises(CorruptedFile, match="do not match the digest"):
         load_checkpoint(tmp_path / "edited.pt")
-    del state[DIGEST_KEY]  # and the digest removed as well
+    del state[DIGEST_KEY]  # the digest removed, and a weight changed too
+    state["generator"]["w"][0, 0, 0, 0] += 1.0
     torch.save(state, tmp_path / "stripped.pt")
     with pytest.raises(CorruptedFile, match="lost the digest"):
         load_checkpoint(tmp_path / "stripped.pt")
