@@ -172,3 +172,16 @@ def test_sample_errors_are_one_line(cli, tmp_path, trained_run):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes((trained_run / "checkpoints" / "last.pt").read_bytes()[:5000])
     assert "truncated" in user_error_line(cli("dcgan-sample", "--ckpt", str(truncated)))
+
+
+def test_progress_gif_animates_every_epochs_grid(trained_run):
+    samples = trained_run / "samples"
+    with Image.open(samples / "progress.gif") as gif:
+        assert gif.is_animated and gif.n_frames == 2 and gif.info["loop"] == 0
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            with Image.open(samples / f"epoch_{index + 1:03d}.png") as grid:
+                assert gif.size == grid.size
+                # a grayscale grid survives the GIF palette exactly
+                assert list(gif.convert("L").getdata()) == list(grid.convert("L").getdata())
+    assert not list(samples.glob(".*.tmp-*"))

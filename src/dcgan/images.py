@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 from PIL import Image
 
+from dcgan.atomic import atomic_path
+
 GIF_FRAME_MS = 120
 
 
@@ -62,7 +64,11 @@ def save_png(image_uint8: torch.Tensor, path: Path) -> None:
 
 def save_gif(images: torch.Tensor, path: Path, frame_ms: int = GIF_FRAME_MS) -> None:
     """Images in [-1, 1] as an endlessly looping animated GIF, one frame per image."""
-    frames = [to_pil(image) for image in images_to_uint8(images)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=frame_ms, loop=0)
+    write_gif([to_pil(image) for image in images_to_uint8(images)], path, frame_ms)
+
+
+def write_gif(frames: list[Image.Image], path: Path, frame_ms: int = GIF_FRAME_MS) -> None:
+    """PIL images as an endlessly looping animated GIF, written atomically."""
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                       duration=frame_ms, loop=0)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from dcgan.distributed import (SINGLE, Distributed, any_rank, gather_objects,
                                window_over_ranks)
 from dcgan.gan import GANPair, NonFiniteLoss
-from dcgan.hooks.base import Answer, Hook, Hooks, Interrupted, RollBack
+from dcgan.hooks.base import Answer, Hook, Hooks, Interrupted, RollBack, Stop
 from dcgan.loader import batches_per_epoch, build_loader
 from dcgan.loggers import Loggers
 from dcgan.runtime import StopSignals, capture_rng, restore_rng, seed_everything
@@ -124,10 +124,8 @@ class Trainer:
         if found is None and answer.error is not None:
             raise answer.error
         if found is None:
-            path = self.checkpoints.save(self)
-            return Outcome(finished=False, checkpoint=path, reason=(
-                f"{answer.reason}; no checkpoint from before step {answer.onset} to roll back "
-                f"to, so stopped; the state is in {path}"))
+            return self.act(Stop(f"{answer.reason}; no checkpoint from before step "
+                                 f"{answer.onset} to roll back to, so stopped"))
         path, state = found
         self.load_state_dict(state)
         for hook in self.hooks[:-1]:

@@ -1,6 +1,7 @@
 """The sample hook: a 4x4 grid from one fixed noise tensor at the end of every epoch
-(TensorBoard samples/fixed and RUN_DIR/samples/epoch_NNN.png), and a grid of real training
-images once, at the start of a fresh run (samples/real)."""
+(TensorBoard samples/fixed and RUN_DIR/samples/epoch_NNN.png), the grids of all epochs so far
+as one looping animation (RUN_DIR/samples/progress.gif, rewritten atomically each epoch), and a
+grid of real training images once, at the start of a fresh run (samples/real)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from dcgan.distributed import SINGLE, Distributed
 from dcgan.hooks.base import Answer, Hook
-from dcgan.images import image_grid, save_png
+from dcgan.images import image_grid, save_png, write_gif
 from dcgan.models import in_mode
 
 if TYPE_CHECKING:
     from dcgan.trainer import Trainer
 
 N_FIXED_SAMPLES = 16  # the 4x4 grid logged every epoch
+PROGRESS_GIF = "progress.gif"
+PROGRESS_FRAME_MS = 400
 
 
 class SampleGrids(Hook):
@@ -41,7 +45,20 @@ class SampleGrids(Hook):
             grid = image_grid(self.fixed_samples(loop.gan.sampling_generator), nrow=4)
             loop.loggers.image("samples/fixed", grid, loop.step)
             save_png(grid, self.folder / f"epoch_{loop.epoch:03d}.png")
+            self.write_progress(loop.epoch)
         return None
+
+    def write_progress(self, epoch: int) -> None:
+        """progress.gif from the grids of epochs 1..epoch on disk (those of an earlier process
+        too, after a resume; an epoch trained again after a rollback replaced its own)."""
+        frames = []
+        for number in range(1, epoch + 1):
+            path = self.folder / f"epoch_{number:03d}.png"
+            if path.is_file():
+                with Image.open(path) as image:
+                    frames.append(image.copy())
+        if frames:
+            write_gif(frames, self.folder / PROGRESS_GIF, PROGRESS_FRAME_MS)
 
     @torch.no_grad()
     def fixed_samples(self, generator: nn.Module) -> torch.Tensor:
