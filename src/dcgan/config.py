@@ -9,6 +9,7 @@ so nothing downstream reads config strings or changes the config.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -203,6 +204,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     nonfinite: NonFiniteConfig = field(default_factory=NonFiniteConfig)
+    logger: List[str] = field(default_factory=lambda: ["tensorboard"])  # + csv, wandb
 
 
 def register_configs() -> None:
@@ -236,6 +238,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_stabilisers(cfg)
     _validate_eval(cfg.eval)
     _validate_collapse(cfg.collapse)
+    _validate_loggers(cfg.logger)
     nf = cfg.nonfinite
     _require(0 < nf.lr_factor < 1, f"nonfinite.lr_factor must be in (0, 1), got {nf.lr_factor}")
     _require(nf.max_retries >= 0, f"nonfinite.max_retries must be 0 or more, got {nf.max_retries}")
@@ -265,6 +268,19 @@ def _validate_stabilisers(cfg: DictConfig) -> None:
              f"instance_noise.anneal_epochs must be positive (or null), got {noise.anneal_epochs}")
     _require(0 <= cfg.ema.decay < 1, f"ema.decay must be in [0, 1), got {cfg.ema.decay}")
     _require(cfg.ema.start_step >= 0, f"ema.start_step must be 0 or more, got {cfg.ema.start_step}")
+
+
+LOGGERS = ("tensorboard", "csv", "wandb")
+OPTIONAL_LOGGER_PACKAGES = {"wandb": 'pip install "dcgan[wandb]"'}
+
+
+def _validate_loggers(names: List[str]) -> None:
+    for name in names:
+        _require(name in LOGGERS, f"logger: unknown logger {name!r}; choose from "
+                 f"{', '.join(LOGGERS)}, e.g. logger=[tensorboard,csv]")
+        hint = OPTIONAL_LOGGER_PACKAGES.get(name)
+        _require(hint is None or importlib.util.find_spec(name) is not None,
+                 f"logger={name} needs the {name} package, which is not installed: {hint}")
 
 
 def _validate_eval(ev: DictConfig) -> None:

@@ -33,6 +33,7 @@ from dcgan.hooks.replicas import ReplicaCheck
 from dcgan.hooks.samples import SampleGrids
 from dcgan.loader import batches_per_epoch
 from dcgan.loggers import Loggers
+from dcgan.loggers.csv import CSVLogger
 from dcgan.loggers.tensorboard import TensorBoardLogger
 from dcgan.metrics import inception_weights_path
 from dcgan.runtime import StopSignals, configure_backends, resolve_device, seed_everything
@@ -95,7 +96,7 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     # events an earlier process wrote past this point (killed before its first checkpoint too,
     # then started afresh by resume=auto) are dropped, so each step is logged once
     purge_step = trainer.step + 1
-    trainer.loggers = Loggers([TensorBoardLogger(run_dir, purge_step)] if layout.is_main else [])
+    trainer.loggers = make_loggers(cfg, run_dir, purge_step) if layout.is_main else Loggers()
     started = time.perf_counter()
     try:
         with StopSignals() as trainer.stop:
@@ -103,6 +104,21 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     finally:
         trainer.loggers.close()
     report(outcome, trainer, run_dir, time.perf_counter() - started)
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path, purge_step: int) -> Loggers:
+    """The loggers `logger=[...]` names (validated: known, and their packages installed)."""
+    loggers = []
+    for name in cfg.logger:
+        if name == "tensorboard":
+            loggers.append(TensorBoardLogger(run_dir, purge_step))
+        elif name == "csv":
+            loggers.append(CSVLogger(run_dir, purge_step))
+        elif name == "wandb":
+            from dcgan.loggers.wandb import WandbLogger  # an optional extra
+
+            loggers.append(WandbLogger(run_dir, to_plain_dict(cfg)))
+    return Loggers(loggers)
 
 
 def refuse_under_torchrun(cfg: DictConfig, device: torch.device, layout: Distributed) -> None:
