@@ -126,3 +126,22 @@ def test_a_checkpoint_from_before_the_hooks_is_upgraded_on_load(tmp_path):
     assert hooks["checkpoints"]["best_value"] == 2.0
     assert hooks["collapse"] == {"detector": {"peak_diversity": 0.5}, "rollbacks": 1,
                                  "stabilisers": {"noise_start_step": 7}}
+
+
+def test_the_names_of_one_save_share_one_file(tmp_path, monkeypatch):
+    paths = [tmp_path / "epoch_001.pt", tmp_path / "last.pt", tmp_path / "best.pt"]
+    save_checkpoint(minimal_checkpoint(), paths)
+    inodes = {path.stat().st_ino for path in paths}
+    assert len(inodes) == 1 and paths[0].stat().st_nlink == 3  # one file on disk
+    save_checkpoint({**minimal_checkpoint(), "step": 11}, [tmp_path / "last.pt"])
+    assert load_checkpoint(paths[0])["step"] == 10  # replacing last.pt left epoch_001.pt alone
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 11
+
+    def no_links(*args):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr("os.link", no_links)  # a file system without hard links: copies
+    save_checkpoint(minimal_checkpoint(), [tmp_path / "a.pt", tmp_path / "b.pt"])
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert (tmp_path / "a.pt").stat().st_ino != (tmp_path / "b.pt").stat().st_ino
+    assert not list(tmp_path.glob(".*.tmp-*"))

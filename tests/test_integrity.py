@@ -152,14 +152,34 @@ def test_sample_eval_and_export_refuse_a_corrupted_checkpoint(run, tmp_path):
 def test_resume_auto_takes_the_next_newest_and_refuses_when_all_are_corrupted(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    flip_tensor_byte(copy / "checkpoints" / "last.pt")
+    last = copy / "checkpoints" / "last.pt"
+    flip_tensor_byte(last)  # copytree made every name its own file: epoch_002.pt stays good
     command = [*TINY, "eval.every=0", "resume=auto", f"hydra.run.dir={copy}"]
     result = run_cli("dcgan-train", *command, "epochs=3", check=True)
     log = result.stdout + result.stderr
     assert "last.pt is corrupted" in log and "epoch_002.pt (epoch 2" in log
+    damaged = set()
     for path in (copy / "checkpoints").glob("*.pt"):
-        flip_tensor_byte(path)
+        if path.stat().st_ino not in damaged:  # a hard-linked name shares its file's damage
+            damaged.add(path.stat().st_ino)
+            flip_tensor_byte(path)
     before = {p.name: p.read_bytes() for p in (copy / "checkpoints").glob("*.pt")}
     line = user_error_line(run_cli("dcgan-train", *command, "epochs=4"), during_training=True)
     assert "none of the" in line and "nothing was started" in line
     assert {p.name: p.read_bytes() for p in (copy / "checkpoints").glob("*.pt")} == before
+
+
+@pytest.mark.slow
+def test_damage_to_a_linked_file_sends_resume_auto_one_checkpoint_further_back(run, tmp_path):
+    copy = tmp_path / "run"
+    run_cli("dcgan-train", *TINY, "epochs=2", "eval.every=0", f"hydra.run.dir={copy}",
+            check=True)
+    last = copy / "checkpoints" / "last.pt"
+    assert last.stat().st_ino == (copy / "checkpoints" / "epoch_002.pt").stat().st_ino
+    flip_tensor_byte(last)  # bit rot in the file both names point to
+    result = run_cli("dcgan-train", *TINY, "eval.every=0", "resume=auto", "epochs=3",
+                     f"hydra.run.dir={copy}", check=True)
+    log = result.stdout + result.stderr
+    assert "last.pt is corrupted" in log and "epoch_002.pt is corrupted" in log
+    assert "epoch_001.pt (epoch 1" in log
+    assert load_checkpoint(last)["epoch"] == 3

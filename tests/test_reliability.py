@@ -118,7 +118,9 @@ def test_resume_auto_starts_fresh_then_continues_then_skips_a_bad_checkpoint(tmp
     assert load(run / "checkpoints" / "last.pt")["epoch"] == 2
 
     last = run / "checkpoints" / "last.pt"
-    last.write_bytes(last.read_bytes()[:1000])  # torn by something other than us
+    torn = last.read_bytes()[:1000]
+    last.unlink()  # a torn copy written by something other than us (a new file, not a link)
+    last.write_bytes(torn)
     third = run_cli("dcgan-train", *command, "epochs=3", check=True)
     log = third.stdout + third.stderr
     assert "skipping checkpoint that does not load" in log and "last.pt" in log

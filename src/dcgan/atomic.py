@@ -46,6 +46,22 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
 
 
+def link_atomic(source: Path, path: Path, data: bytes) -> None:
+    """Make `path` the same file as `source` (which holds `data`), atomically: a hard link
+    renamed into place, or where links are not possible (another file system, FAT, some
+    network mounts) a copy of `data` written atomically."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        write_atomic(path, data)
+        return
+    _fsync_dir(path.parent)
+
+
 def remove_stale_temporaries(folder: Path) -> None:
     """Delete half-written files a killed process left behind (never a finished file)."""
     for tmp in folder.glob(TEMPORARY_GLOB):

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from dcgan.atomic import write_atomic
+from dcgan.atomic import link_atomic, write_atomic
 from dcgan.errors import DCGANError
 from dcgan.integrity import DIGEST_KEY, FORMAT_KEY, generator_file_digest, seal, state_digest
 from dcgan.models import Architecture, Generator
@@ -66,11 +66,13 @@ def serialize(payload: dict[str, Any]) -> bytes:
 
 
 def save_checkpoint(payload: dict[str, Any], paths: list[Path]) -> None:
-    """Seal (format and digest), serialise once, then write the same bytes atomically to each
-    path."""
+    """Seal (format and digest), serialise once, write the bytes atomically to the first path,
+    and give the others the same file: a hard link where the file system allows it (no second
+    copy on disk: last.pt and best.pt cost nothing beside epoch_NNN.pt), else a copy."""
     data = serialize(seal(payload))
-    for path in paths:
-        write_atomic(path, data)
+    write_atomic(paths[0], data)
+    for path in paths[1:]:
+        link_atomic(paths[0], path, data)
 
 
 def prune_numbered(folder: Path, keep: int) -> None:
