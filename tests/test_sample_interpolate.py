@@ -10,7 +10,8 @@ from PIL import Image, ImageSequence
 from dcgan.checkpoint import save_generator
 from dcgan.models import Architecture, build_models
 from dcgan.checkpoint import load_generator
-from dcgan.sample import GIF_FRAME_MS, interpolate, interpolation_noise, slerp
+from dcgan.images import GIF_FRAME_MS
+from dcgan.sample import interpolate, interpolation_noise, slerp
 from tests.conftest import user_error_line
 
 CPU = torch.device("cpu")

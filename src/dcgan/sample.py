@@ -16,7 +16,7 @@ import torch
 
 from dcgan.checkpoint import load_generator, resolve_checkpoint, run_dir_of
 from dcgan.errors import DCGANError, reports_errors
-from dcgan.images import GIF_FRAME_MS, image_grid, images_to_uint8, save_gif, save_png
+from dcgan.images import image_grid, images_to_uint8, save_gif, save_png
 from dcgan.models import Generator
 from dcgan.runtime import resolve_device
 
