@@ -30,7 +30,7 @@ from tests.conftest import _command, run_cli
 
 pytestmark = pytest.mark.slow
 
-EPOCHS, IMAGES, BATCH = 8, 96, 16  # 6 steps an epoch, 48 in all
+EPOCHS, IMAGES, BATCH = 12, 96, 16  # 6 steps an epoch, 72 in all: room for 12 interruptions
 STEPS = EPOCHS * IMAGES // BATCH
 
 
