@@ -125,14 +125,16 @@ def verify_generator_file(path: Path, tensors: dict[str, torch.Tensor],
                             "export it again from a checkpoint of the run")
 
 
-def load_generator(checkpoint: Path, device: torch.device, ema: bool = True) -> Generator:
+def load_generator(checkpoint: Path, device: torch.device, ema: bool = True,
+                   state: Optional[dict[str, Any]] = None) -> Generator:
     """The generator of a training checkpoint or of a generator.safetensors file, in eval
     mode (BatchNorm running statistics). A run trained with ema.decay > 0 gives its moving
-    average (the generator its samples and evaluations were made with) unless ema=False."""
+    average (the generator its samples and evaluations were made with) unless ema=False.
+    `state`: the checkpoint already loaded (and verified) from `checkpoint`, not read again."""
     if checkpoint.suffix == ".safetensors":
         weights, arch = load_generator_file(checkpoint)
     else:
-        state = load_checkpoint(checkpoint)
+        state = state if state is not None else load_checkpoint(checkpoint)
         weights = state.get("generator_ema", state["generator"]) if ema else state["generator"]
         arch = state["arch"]
     try:

@@ -86,7 +86,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         inception_weights_path(cfg.eval.inception_weights)  # or a one-line how-to-get-it
     device = resolve_device(args.device)
     seed_everything(cfg.eval.seed)
-    generator = load_generator(checkpoint, device)
+    generator = load_generator(checkpoint, device, state=state)  # read and checked once
     dataset = build_dataset(cfg.dataset)
     evaluator = Evaluator(dataset, cfg.eval.n_samples, generator.arch.nz, cfg.eval.seed,
                           device, cfg.eval.fid, cfg.eval.inception_weights)

@@ -6,7 +6,7 @@ grid of real training images once, at the start of a fresh run (samples/real).""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from PIL import Image
@@ -33,6 +33,7 @@ class SampleGrids(Hook):
         self.folder, self.device, self.layout = run_dir / "samples", device, layout
         # drawn from the global RNG: build this hook right after the GAN pair, as always
         self.fixed_noise = torch.randn(N_FIXED_SAMPLES, nz, 1, 1).to(device)
+        self.frames: dict[int, Optional[Image.Image]] = {}  # epoch -> its grid, for the GIF
 
     def on_fit_start(self, loop: "Trainer") -> None:
         if loop.step == 0 and self.layout.is_main:
@@ -51,14 +52,20 @@ class SampleGrids(Hook):
     def write_progress(self, epoch: int) -> None:
         """progress.gif from the grids of epochs 1..epoch on disk (those of an earlier process
         too, after a resume; an epoch trained again after a rollback replaced its own)."""
-        frames = []
-        for number in range(1, epoch + 1):
-            path = self.folder / f"epoch_{number:03d}.png"
-            if path.is_file():
-                with Image.open(path) as image:
-                    frames.append(image.copy())
+        self.frames[epoch] = self._read_grid(epoch)  # just written (again, after a rollback)
+        for number in range(1, epoch):
+            if number not in self.frames:  # an earlier process's grids, read once
+                self.frames[number] = self._read_grid(number)
+        frames = [self.frames[n] for n in range(1, epoch + 1) if self.frames[n] is not None]
         if frames:
             write_gif(frames, self.folder / PROGRESS_GIF, PROGRESS_FRAME_MS)
+
+    def _read_grid(self, epoch: int) -> Optional[Image.Image]:
+        path = self.folder / f"epoch_{epoch:03d}.png"
+        if not path.is_file():
+            return None
+        with Image.open(path) as image:
+            return image.copy()
 
     @torch.no_grad()
     def fixed_samples(self, generator: nn.Module) -> torch.Tensor:
