@@ -48,7 +48,7 @@ def test_train_writes_everything_a_user_looks_for(trained_run):
     assert state["epoch"] == 2 and state["step"] == 8
     noise = state["hooks"]["samples"]["fixed_noise"]
     assert noise.shape == (16, 16, 1, 1)
-    assert state["config"]["model"]["ngf"] == 8 and state["config"]["dataset"]["name"] == "digits"
+    assert state["config"]["model"]["ngf"] == 8 and state["config"]["dataset"]["name"] == "mnist10k"
     epoch_one = load(run / "checkpoints" / "epoch_001.pt")
     assert torch.equal(epoch_one["hooks"]["samples"]["fixed_noise"], noise)  # fixed for the run
     assert set(state["hooks"]) == {"bad_files", "replicas", "samples", "evaluation", "collapse",

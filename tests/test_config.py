@@ -6,7 +6,7 @@ from tests.conftest import user_error_line
 
 def test_defaults_compose_to_the_paper_settings(make_config):
     cfg = make_config()
-    assert cfg.dataset.name == "digits" and cfg.dataset.channels == 1
+    assert cfg.dataset.name == "mnist10k" and cfg.dataset.channels == 1
     assert cfg.model.name == "dcgan"
     assert (cfg.model.nz, cfg.model.ngf, cfg.model.ndf) == (100, 64, 64)
     assert cfg.lr == pytest.approx(2e-4)
@@ -23,7 +23,7 @@ def test_overrides_from_the_shell(make_config):
     validate(cfg)
 
 
-@pytest.mark.parametrize("name,channels", [("celeba", 3), ("mnist", 1), ("digits", 1),
+@pytest.mark.parametrize("name,channels", [("celeba", 3), ("mnist", 1), ("mnist10k", 1), ("digits", 1),
                                            ("folder", 3), ("fake", 3)])
 def test_every_dataset_composes(make_config, name, channels):
     cfg = make_config(f"dataset={name}")
@@ -60,8 +60,8 @@ def test_wrong_type_is_refused(make_config):
     ("log_every=0", "log_every"),
     ("dataset.limit=0", "dataset.limit"),
     ("model.ngf=0", "model.ngf"),
-    ("dataset.split=valid", "not a split of digits"),
-    ("dataset.channels=3", "not possible for digits"),
+    ("dataset.split=valid", "not a split of mnist10k"),
+    ("dataset.channels=3", "not possible for mnist10k"),
 ])
 def test_nonsense_values_are_refused(make_config, override, message):
     with pytest.raises(DCGANError, match=message):
@@ -90,7 +90,7 @@ def test_cli_refuses_unknown_group_option(cli, tmp_path):
 
 def test_cli_help_and_cfg_job(cli):
     help_text = cli("dcgan-train", "--help", check=True).stdout
-    assert "dataset: celeba, digits, fake, folder, mnist" in help_text
+    assert "dataset: celeba, digits, fake, folder, mnist, mnist10k" in help_text
     job = cli("dcgan-train", "dataset=mnist", "lr=1e-4", "model.ngf=32", "--cfg", "job",
               check=True).stdout
     assert "name: mnist" in job and "lr: 0.0001" in job and "ngf: 32" in job

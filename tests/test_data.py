@@ -24,12 +24,26 @@ def assert_images(images: torch.Tensor, channels: int, size: int = 64):
 
 # -- digits and fake ---------------------------------------------------------------------------
 
-def test_digits_is_the_offline_default(make_config):
+def test_bundled_mnist_is_the_offline_default(make_config):
     dataset = dataset_for(make_config)
-    assert len(dataset) == 1797
+    assert len(dataset) == 10_000
     image = dataset[0]
     assert_images(image, channels=1)
-    assert image.min() == -1.0 and image.max() > 0.5  # black background, bright strokes
+    assert image.min() == -1.0 and image.max() > 0.9  # black background, bright strokes
+
+
+def test_bundled_mnist_is_the_original_test_set(make_config, shared_data):
+    shared = dataset_for(make_config, "dataset=mnist", f"dataset.root={shared_data / 'mnist'}",
+                         "dataset.split=test", "dataset.limit=500")
+    bundled = dataset_for(make_config, "dataset.limit=500")
+    assert torch.equal(torch.stack([bundled[i] for i in range(500)]),
+                       torch.stack([shared[i] for i in range(500)]))
+
+
+def test_digits_are_scikit_learns(make_config):
+    dataset = dataset_for(make_config, "dataset=digits")
+    assert len(dataset) == 1797
+    assert_images(dataset[0], channels=1)
 
 
 def test_limit_keeps_the_first_images(make_config):

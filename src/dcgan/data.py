@@ -1,8 +1,9 @@
 """Data sets as the trainer sees them: float images in [-1, 1], C x S x S each.
 
 `build_dataset` turns the `dataset` section of the config into one of
-  digits  scikit-learn's bundled 8x8 handwritten digits, upscaled (offline, 1 channel)
-  mnist   the original IDX files, gzipped or not (1 channel)
+  mnist10k  the 10,000 MNIST test digits shipped inside the package (offline, 1 channel)
+  digits    scikit-learn's bundled 8x8 handwritten digits, upscaled (offline, 1 channel)
+  mnist     the original IDX files, gzipped or not (1 channel)
   celeba  aligned CelebA JPEGs, centre crop 178 then resize (3 channels)
   folder  any tree of image files, resize + centre crop (1 or 3 channels)
   fake    random images, no I/O
@@ -14,6 +15,7 @@ new data set is one entry here. Batching lives in dcgan.loader.
 from __future__ import annotations
 
 import gzip
+import importlib.resources
 import logging
 import struct
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 CELEBA_CROP = 178  # the aligned faces are 178 x 218; the DCGAN recipe keeps the central square
 CELEBA_SPLITS = {"train": 0, "val": 1, "test": 2}
 MNIST_URL_HELP = "https://ossci-datasets.s3.amazonaws.com/mnist/ (or yann.lecun.com/exdb/mnist)"
+# The MNIST test images, unchanged, inside the package (CC BY-SA 3.0; bundled/NOTICE.md).
+BUNDLED_MNIST = "t10k-images-idx3-ubyte.gz"
 CELEBA_URL_HELP = (
     "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (img_align_celeba.zip, or the Kaggle "
     "mirror 'jessicali9530/celeba-dataset')"
@@ -156,10 +160,22 @@ def load_mnist_images(ds: DictConfig) -> torch.Tensor:
             f"unzipped) in {root.resolve()}; get it from {MNIST_URL_HELP}, or add "
             "dataset.download=true"
         )
-    images = read_idx_images(path)
+    return mnist_tensor(read_idx_images(path), ds, str(path))
+
+
+def load_bundled_mnist(ds: DictConfig) -> torch.Tensor:
+    """The MNIST test digits shipped in dcgan/bundled: the offline default."""
+    with importlib.resources.as_file(
+        importlib.resources.files("dcgan") / "bundled" / BUNDLED_MNIST
+    ) as path:
+        return mnist_tensor(read_idx_images(path), ds, "the bundled MNIST test set")
+
+
+def mnist_tensor(images: torch.Tensor, ds: DictConfig, source: str) -> torch.Tensor:
+    """N x 28 x 28 uint8 digits -> the first dataset.limit of them, N x 1 x S x S."""
     if ds.limit is not None:
         images = images[: ds.limit]
-    log.info("MNIST %s: %d images from %s", ds.split, images.shape[0], path)
+    log.info("MNIST %s: %d images from %s", ds.split, images.shape[0], source)
     return resize_uint8(images[:, None], ds.image_size)
 
 
@@ -315,6 +331,7 @@ class DatasetKind:
 
 
 DATASETS: dict[str, DatasetKind] = {
+    "mnist10k": DatasetKind(("test",), 1, False, lambda ds: TensorImages(load_bundled_mnist(ds))),
     "digits": DatasetKind(("all",), 1, False, _digits),
     "mnist": DatasetKind(("train", "test"), 1, True, lambda ds: TensorImages(load_mnist_images(ds))),
     "celeba": DatasetKind(("all", "train", "val", "test"), 3, True, _image_files, cacheable=True),
