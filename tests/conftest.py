@@ -35,7 +35,7 @@ def _command(name: str) -> list[str]:
         return [str(script)]
     module = {"dcgan-train": "dcgan.train", "dcgan-sample": "dcgan.sample",
               "dcgan-prepare": "dcgan.prepare", "dcgan-export": "dcgan.export",
-              "dcgan-eval": "dcgan.evaluate"}[name]
+              "dcgan-eval": "dcgan.evaluate", "dcgan-report": "dcgan.report"}[name]
     return [sys.executable, "-m", module]
 
 

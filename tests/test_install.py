@@ -1,4 +1,5 @@
-"""A wheel, installed into a fresh virtual environment, finds its configs without the repo."""
+"""A wheel, installed into a fresh virtual environment, finds its configs and its bundled data
+set without the repo, and trains on the offline default."""
 
 import pytest
 import site
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -13,7 +15,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
 
 
-def test_wheel_install_finds_its_configs(tmp_path):
+def test_wheel_install_finds_its_configs_and_data(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(wheels), str(REPO)], check=True, capture_output=True)
@@ -42,3 +44,14 @@ def test_wheel_install_finds_its_configs(tmp_path):
     job = subprocess.run([str(env_dir / "bin" / "dcgan-train"), "dataset=celeba", "--cfg", "job"],
                          cwd=elsewhere, check=True, capture_output=True, text=True).stdout
     assert "name: celeba" in job and "ngf: 64" in job
+
+    # the offline default ships inside the wheel, with its licence notice
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"dcgan/bundled/t10k-images-idx3-ubyte.gz", "dcgan/bundled/NOTICE.md"} <= set(names)
+    trained = subprocess.run([str(env_dir / "bin" / "dcgan-train"), "model.ngf=8", "model.ndf=8",
+                              "batch_size=16", "dataset.limit=32", "epochs=1", "eval.every=0",
+                              "hydra.run.dir=run"], cwd=elsewhere, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "MNIST test: 32 images from the bundled MNIST test set" in trained.stderr
+    assert (elsewhere / "run" / "samples" / "epoch_001.png").is_file()
+    assert (elsewhere / "run" / "report.html").is_file()

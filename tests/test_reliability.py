@@ -78,6 +78,8 @@ def test_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, uninterrupte
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, output
     assert f"resume with: dcgan-train resume={run}" in output
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert f"stopped by {signum.name}" in (run / "report.html").read_text()
 
     stopped = load(run / "checkpoints" / "last.pt")
     assert stopped["epoch"] == 0 and 3 <= stopped["batch_in_epoch"] < 100

@@ -36,6 +36,7 @@ from dcgan.loggers import Loggers
 from dcgan.loggers.csv import CSVLogger
 from dcgan.loggers.tensorboard import TensorBoardLogger
 from dcgan.metrics import inception_weights_path
+from dcgan.report import REPORT_FILE, write_report
 from dcgan.runtime import StopSignals, configure_backends, resolve_device, seed_everything
 from dcgan.sweep import SUMMARY_FILE
 from dcgan.trainer import Outcome, Trainer
@@ -98,12 +99,17 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     purge_step = trainer.step + 1
     trainer.loggers = make_loggers(cfg, run_dir, purge_step) if layout.is_main else Loggers()
     started = time.perf_counter()
+    outcome: Optional[Outcome] = None
     try:
         with StopSignals() as trainer.stop:
             outcome = trainer.fit()
-    finally:
+    except BaseException as error:
         trainer.loggers.close()
-    report(outcome, trainer, run_dir, time.perf_counter() - started)
+        if layout.is_main:
+            write_run_files(run_dir, trainer, ended_by_error(error), time.perf_counter() - started)
+        raise
+    trainer.loggers.close()
+    conclude(outcome, trainer, run_dir, time.perf_counter() - started)
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path, purge_step: int) -> Loggers:
@@ -130,8 +136,11 @@ def refuse_under_torchrun(cfg: DictConfig, device: torch.device, layout: Distrib
                          "not synchronised by DistributedDataParallel); use hinge under torchrun")
 
 
-def report(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float) -> None:
-    """Tell the user how the run ended; a stopped run leaves with its exit code."""
+def conclude(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float) -> None:
+    """Write the summary and the report, tell the user how the run ended; a stopped run
+    leaves with its exit code."""
+    if trainer.layout.is_main:
+        write_run_files(run_dir, trainer, status_of(outcome, trainer), seconds)
     if outcome.signum is not None:
         log.warning("stopped by %s at epoch %d, batch %d of the epoch (step %d); saved %s",
                     signal.Signals(outcome.signum).name, trainer.epoch + 1,
@@ -142,10 +151,38 @@ def report(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float) ->
         raise CollapseStop(outcome.reason)
     if not trainer.layout.is_main:
         return
-    write_summary(run_dir, trainer, seconds)
-    log.info("done. TensorBoard: tensorboard --logdir %s", run_dir)
+    log.info("done. report: %s", run_dir / REPORT_FILE)
+    log.info("TensorBoard: tensorboard --logdir %s", run_dir)
     log.info("samples: dcgan-sample --ckpt %s --n 16", run_dir)
     log.info("continue: dcgan-train resume=%s epochs=%d", run_dir, trainer.epoch + 5)
+
+
+def status_of(outcome: Outcome, trainer: Trainer) -> tuple[str, str]:
+    """(one word for tables, one sentence for people) on how the run ended."""
+    where = f"epoch {trainer.epoch}, step {trainer.step}"
+    if outcome.signum is not None:
+        return "interrupted", (f"stopped by {signal.Signals(outcome.signum).name} at step "
+                               f"{trainer.step}; resumable with dcgan-train resume=RUN_DIR")
+    if outcome.reason is not None:
+        return "collapsed", f"stopped by the collapse guard at {where}: {outcome.reason}"
+    return "finished", f"finished: trained to {where}"
+
+
+def ended_by_error(error: BaseException) -> tuple[str, str]:
+    if isinstance(error, DCGANError):
+        return "error", f"stopped at an error: {' '.join(str(error).split())}"
+    return "error", f"ended by an unexpected {type(error).__name__}: {error}"
+
+
+def write_run_files(run_dir: Path, trainer: Trainer, status: tuple[str, str],
+                    seconds: float) -> None:
+    """summary.json and report.html; a failure here is reported, never raised over the
+    outcome of the run itself."""
+    try:
+        write_summary(run_dir, trainer, status, seconds)
+        write_report(run_dir, status[1])
+    except Exception as error:  # the run's own result matters more than its report
+        log.warning("could not write the run summary or report.html: %s", error)
 
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
@@ -157,9 +194,11 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
                          "choose another with hydra.run.dir=...") from error
 
 
-def write_summary(run_dir: Path, trainer: Trainer, seconds: float) -> None:
-    """RUN_DIR/summary.json: where training ended and its last logged metrics (for sweeps)."""
-    summary = {"epoch": trainer.epoch, "step": trainer.step, "seconds": round(seconds, 1),
+def write_summary(run_dir: Path, trainer: Trainer, status: tuple[str, str],
+                  seconds: float) -> None:
+    """RUN_DIR/summary.json: how and where training ended, and its last logged metrics."""
+    summary = {"status": status[0], "ended": status[1], "epoch": trainer.epoch, "step": trainer.step,
+               "seconds": round(seconds, 1),
                **{key: round(value, 5) for key, value in trainer.last_metrics.items()}}
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 

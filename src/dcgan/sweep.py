@@ -37,7 +37,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         summary = job_dir / SUMMARY_FILE
         if summary.is_file():
             row.update(json.loads(summary.read_text()))
-            row["status"] = "done"
+            row.setdefault("status", "finished")  # written before summaries had a status
         else:
             row["status"] = "failed or stopped"
         rows.append(row)

@@ -1,7 +1,8 @@
 """The sample hook: a 4x4 grid from one fixed noise tensor at the end of every epoch
 (TensorBoard samples/fixed and RUN_DIR/samples/epoch_NNN.png), the grids of all epochs so far
 as one looping animation (RUN_DIR/samples/progress.gif, rewritten atomically each epoch), and a
-grid of real training images once, at the start of a fresh run (samples/real)."""
+grid of real training images once, at the start of a fresh run (samples/real, and
+RUN_DIR/samples/real.png)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ class SampleGrids(Hook):
         if loop.step == 0 and self.layout.is_main:
             reals = real_images(loop.dataset, N_FIXED_SAMPLES)
             if len(reals):
-                loop.loggers.image("samples/real", image_grid(reals, nrow=4), loop.step)
+                grid = image_grid(reals, nrow=4)
+                loop.loggers.image("samples/real", grid, loop.step)
+                save_png(grid, self.folder / "real.png")
 
     def on_epoch_end(self, loop: "Trainer") -> Answer:
         if self.layout.is_main:
