@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 12's quality study on the shared CelebA faces: one recipe per run, 50 epochs at the
+# textbook's own setting (ngf=ndf=32, batch 128, seed 1), trained on the official train
+# partition (4,657 of the 6,097 shared faces) and scored later against the test partition
+# (660 faces) by scripts/study_faces_score.py.
+#
+#   scripts/study_faces.sh NAME [extra overrides]     # e.g. scripts/study_faces.sh textbook
+#
+# Every run uses one CPU thread (two run side by side on a 2-core machine) and resume=auto in a
+# fixed directory ($STUDY_DIR/NAME, outside the repository), so a run cut off at the end of a
+# session carries on from its last checkpoint when the same command is run again.
+set -euo pipefail
+NAME=$1; shift
+STUDY_DIR=${STUDY_DIR:-/work/study12}
+DATA=${DCGAN_SHARED_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}/celeba
+CACHE=$STUDY_DIR/cache
+mkdir -p "$STUDY_DIR"
+if [ ! -d "$CACHE" ] || [ -z "$(ls -A "$CACHE" 2>/dev/null)" ]; then
+    dcgan-prepare dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache_dir="$CACHE"
+fi
+case $NAME in
+    textbook)        RECIPE=() ;;
+    textbook_ema)    RECIPE=(ema.decay=0.999) ;;
+    celeba_stable)   RECIPE=(+experiment=celeba_stable) ;;
+    *)               RECIPE=() ;;  # a new recipe: its overrides come as the extra arguments
+esac
+exec dcgan-train dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache=true \
+    dataset.cache_dir="$CACHE" model.ngf=32 model.ndf=32 batch_size=128 seed=1 epochs=50 \
+    keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto \
+    "${RECIPE[@]}" "$@" hydra.run.dir="$STUDY_DIR/$NAME"
