@@ -52,7 +52,7 @@ def test_train_writes_everything_a_user_looks_for(trained_run):
     epoch_one = load(run / "checkpoints" / "epoch_001.pt")
     assert torch.equal(epoch_one["hooks"]["samples"]["fixed_noise"], noise)  # fixed for the run
     assert set(state["hooks"]) == {"bad_files", "replicas", "samples", "evaluation", "collapse",
-                                   "nonfinite", "checkpoints"}  # each hook's own state
+                                   "nonfinite", "augment", "checkpoints"}  # each hook's own state
 
 
 def test_same_seed_same_losses(cli, tmp_path, trained_run):

@@ -59,9 +59,8 @@ def test_two_processes_train_one_run_with_identical_weights(tmp_path):
     assert load(run / "checkpoints" / "last.pt")["step"] == 8
     assert len(load(run / "checkpoints" / "last.pt")["rng_per_rank"]) == 2
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png",
-                                                                 "epoch_002.png",
-                                                                 "progress.gif"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "epoch_001.png", "epoch_002.png", "progress.gif", "real.png"]
     events = EventAccumulator(str(run))
     events.Reload()
     assert [e.step for e in events.Scalars("loss/d")] == [2, 4, 6, 8]

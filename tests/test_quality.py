@@ -179,7 +179,7 @@ def test_stabilised_run_resumes_with_its_settings(make_config, tmp_path, cli):
 def test_stable_recipes_compose_with_the_textbook_networks(make_config, recipe, dataset, augment):
     cfg = make_config(f"+experiment={recipe}", "dataset.root=somewhere")
     validate(cfg)
-    assert cfg.dataset.name == dataset and list(cfg.augment) == augment
+    assert cfg.dataset.name == dataset and list(cfg.augment.ops) == augment
     assert cfg.real_label == 0.9 and cfg.ema.decay == 0.99
     # the same networks, loss and optimiser as the paper: only stabilisers differ
     textbook = make_config(f"dataset={dataset}", "dataset.root=somewhere")

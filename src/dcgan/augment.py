@@ -34,15 +34,48 @@ CUTOUT_RATIO = 1 / 2
 
 
 def diff_augment(images: torch.Tensor, policy: Union[str, Sequence[str]],
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, p: float = 1.0) -> torch.Tensor:
     """The images (N x C x H x W) with the policy's operations applied in the order named.
 
     `policy` is a comma-separated string ("color,translation,cutout") or a list of names;
-    an empty policy returns `images` itself and draws no random numbers.
+    an empty policy, or p = 0, returns `images` itself and draws no random numbers. With
+    p < 1 each image gets each operation with probability p (Karras et al., 2020: the
+    strength adaptive augmentation tunes); p = 1 draws exactly what it always did.
     """
+    if p <= 0:
+        return images
     for name in parse_policy(policy):
-        images = _OPERATIONS[name](images, generator)
+        augmented = _OPERATIONS[name](images, generator)
+        if p < 1:
+            chosen = _uniform(images.shape[0], generator, images) < p
+            augmented = torch.where(chosen, augmented, images)
+        images = augmented
     return images
+
+
+def mirror(images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Each image flipped left-right with probability 1/2 (dataset.mirror: twice the data for
+    anything with no handedness, faces included)."""
+    flip = _uniform(images.shape[0], generator, images) < 0.5
+    return torch.where(flip, images.flip(3), images)
+
+
+@dataclass(frozen=True)
+class AdaSettings:
+    """Adaptive augmentation (augment.p=ada): every `interval` steps, p moves towards keeping
+    the overfitting signal r_t = E[sign(D(real))] at `target`, fast enough to go from 0 to 1
+    in `speed_images` images."""
+
+    target: float = 0.6
+    interval: int = 4
+    speed_images: int = 500_000
+
+    def next_p(self, p: float, rt: float, images_per_step: int) -> float:
+        """p after one adjustment: up when D is too sure of the reals (r_t above target),
+        down when it is not, clamped to [0, 1]."""
+        step = images_per_step * self.interval / self.speed_images
+        direction = (rt > self.target) - (rt < self.target)
+        return min(max(p + direction * step, 0.0), 1.0)
 
 
 def parse_policy(policy: Union[str, Sequence[str]]) -> list[str]:

@@ -128,14 +128,18 @@ def verify_generator_file(path: Path, tensors: dict[str, torch.Tensor],
 def load_generator(checkpoint: Path, device: torch.device, ema: bool = True,
                    state: Optional[dict[str, Any]] = None) -> Generator:
     """The generator of a training checkpoint or of a generator.safetensors file, in eval
-    mode (BatchNorm running statistics). A run trained with ema.decay > 0 gives its moving
-    average (the generator its samples and evaluations were made with) unless ema=False.
-    `state`: the checkpoint already loaded (and verified) from `checkpoint`, not read again."""
+    mode. A run trained with EMA gives its moving average (the generator its samples and
+    evaluations were made with) unless ema=False. The generator that samples carries the
+    BatchNorm statistics the run re-estimated for it (ema.recalibrate_bn), else its running
+    statistics. `state`: the checkpoint already loaded (and verified), not read again."""
     if checkpoint.suffix == ".safetensors":
         weights, arch = load_generator_file(checkpoint)
     else:
         state = state if state is not None else load_checkpoint(checkpoint)
+        sampling = ema or "generator_ema" not in state  # the weights the run sampled with
         weights = state.get("generator_ema", state["generator"]) if ema else state["generator"]
+        if sampling and "sampling_bn" in state:
+            weights = {**weights, **state["sampling_bn"]}
         arch = state["arch"]
     try:
         generator = Generator(Architecture(**arch))

@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dcgan.augment import AUGMENT_POLICIES, NoiseSchedule
+from dcgan.augment import AUGMENT_POLICIES, AdaSettings, NoiseSchedule
 from dcgan.collapse import CollapseSettings
 from dcgan.data import DATASETS
 from dcgan.errors import DCGANError
@@ -101,6 +101,7 @@ class DatasetConfig:
     on_bad_image: BadImagePolicy = BadImagePolicy.skip  # folder/celeba: an unreadable file
     cache: bool = False  # folder/celeba: decode once into a uint8 array file (dcgan-prepare)
     cache_dir: str = "data/cache"  # where decoded-image caches live
+    mirror: bool = False  # flip each real image left-right with probability 1/2
 
 
 @dataclass
@@ -124,6 +125,18 @@ class InstanceNoiseConfig:
 class EMAConfig:
     decay: float = 0.0  # moving average of G's weights for samples and evaluation; 0 = off
     start_step: int = 0  # copy the live weights until this step
+    half_life_images: Optional[float] = None  # instead of decay: the average's half-life in images
+    rampup: Optional[float] = 0.05  # with half_life_images: at most this x the images seen so far
+    recalibrate_bn: bool = True  # re-estimate the sampling generator's BatchNorm statistics
+
+
+@dataclass
+class AugmentConfig:
+    ops: List[str] = field(default_factory=list)  # DiffAugment on all D sees, e.g. [color,cutout]
+    p: Any = 1.0  # chance each image gets each operation: a number in [0, 1], or ada
+    target: float = 0.6  # ada: the value E[sign(D(real))] is steered to
+    interval: int = 4  # ada: steps between adjustments of p
+    speed_images: int = 500_000  # ada: images over which p can move from 0 to 1
 
 
 @dataclass
@@ -198,7 +211,7 @@ class TrainConfig:
     real_label: float = 1.0  # target for real images; 0.9 = one-sided label smoothing
     label_flip: float = 0.0  # probability of swapping a real/fake label in D's loss (bce)
     gp_weight: float = 10.0  # wgan_gp: weight of the gradient penalty
-    augment: List[str] = field(default_factory=list)  # DiffAugment on all D sees, e.g. [color,cutout]
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     instance_noise: InstanceNoiseConfig = field(default_factory=InstanceNoiseConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -259,15 +272,50 @@ def _validate_stabilisers(cfg: DictConfig) -> None:
     if loss == "wgan_gp":
         _require(cfg.model.d_batchnorm is not True, "loss=wgan_gp needs a discriminator without "
                  "BatchNorm (the penalty is per image); drop model.d_batchnorm=true")
-    for part in cfg.augment:
-        _require(part in AUGMENT_POLICIES, f"augment: unknown policy {part!r}; choose from "
-                 f"{', '.join(AUGMENT_POLICIES)}, e.g. augment=[color,translation,cutout]")
+    _validate_augment(cfg.augment)
     noise = cfg.instance_noise
     _require(noise.std >= 0, f"instance_noise.std must be 0 or more, got {noise.std}")
     _require(noise.anneal_epochs is None or noise.anneal_epochs > 0,
              f"instance_noise.anneal_epochs must be positive (or null), got {noise.anneal_epochs}")
-    _require(0 <= cfg.ema.decay < 1, f"ema.decay must be in [0, 1), got {cfg.ema.decay}")
-    _require(cfg.ema.start_step >= 0, f"ema.start_step must be 0 or more, got {cfg.ema.start_step}")
+    _validate_ema(cfg.ema)
+
+
+def _validate_augment(augment: DictConfig) -> None:
+    for part in augment.ops:
+        _require(part in AUGMENT_POLICIES, f"augment: unknown policy {part!r}; choose from "
+                 f"{', '.join(AUGMENT_POLICIES)}, e.g. augment=[color,translation,cutout]")
+    _require(augment_p(augment) is not None,
+             f"augment.p must be a number in [0, 1] or ada, got {augment.p!r}")
+    if augment.p == "ada":
+        _require(bool(augment.ops), "augment.p=ada adapts how often the operations are applied: "
+                 "name them too, e.g. augment=[color,translation,cutout]")
+    _require(-1 < augment.target < 1, f"augment.target must be in (-1, 1), got {augment.target}")
+    _require(augment.interval >= 1, f"augment.interval must be 1 or more, got {augment.interval}")
+    _require(augment.speed_images >= 1,
+             f"augment.speed_images must be 1 or more, got {augment.speed_images}")
+
+
+def augment_p(augment: DictConfig) -> Optional[float]:
+    """The starting augmentation probability (0 for ada, which raises it as D overfits), or
+    None when augment.p is neither a number in [0, 1] nor ada."""
+    if augment.p == "ada":
+        return 0.0
+    try:
+        value = float(augment.p)
+    except (TypeError, ValueError):
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def _validate_ema(ema: DictConfig) -> None:
+    _require(0 <= ema.decay < 1, f"ema.decay must be in [0, 1), got {ema.decay}")
+    _require(ema.start_step >= 0, f"ema.start_step must be 0 or more, got {ema.start_step}")
+    if ema.half_life_images is not None:
+        _require(ema.half_life_images > 0,
+                 f"ema.half_life_images must be positive, got {ema.half_life_images}")
+        _require(ema.decay == 0, "set ema.decay or ema.half_life_images, not both")
+    _require(ema.rampup is None or 0 < ema.rampup <= 1,
+             f"ema.rampup must be in (0, 1] (or null), got {ema.rampup}")
 
 
 LOGGERS = ("tensorboard", "csv", "wandb")
@@ -338,9 +386,22 @@ def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
 
 
 def from_plain_dict(values: dict[str, Any]) -> DictConfig:
-    """Rebuild a typed, struct-mode config from `to_plain_dict` output (e.g. from a checkpoint)."""
+    """Rebuild a typed, struct-mode config from `to_plain_dict` output (e.g. from a checkpoint).
+    Configs saved before augment had options (a bare list of operations) are read as such;
+    their samples came from BatchNorm's running statistics, so they keep doing so."""
+    if isinstance(values.get("augment"), list):
+        values = {**values, "augment": {"ops": values["augment"]}}
+    if "recalibrate_bn" not in values.get("ema", {"recalibrate_bn": None}):
+        values = {**values, "ema": {**values["ema"], "recalibrate_bn": False}}
     schema = OmegaConf.structured(TrainConfig)
     return OmegaConf.merge(schema, values)
+
+
+def expand_shorthands(overrides: list[str]) -> list[str]:
+    """`augment=[...]` is short for `augment.ops=[...]` (as it was written before augment had
+    options of its own)."""
+    return [f"augment.ops={arg.partition('=')[2]}" if arg.startswith("augment=[") else arg
+            for arg in overrides]
 
 
 # Overrides that change the shapes of the networks cannot be applied to a checkpoint.
@@ -383,7 +444,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     register_configs()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
+            return compose(config_name="train", overrides=expand_shorthands(list(overrides)))
     except (HydraException, OmegaConfBaseException) as error:
         first_line = str(error).strip().splitlines()[0]
         raise DCGANError(f"bad override: {first_line}") from error
@@ -403,6 +464,7 @@ class RunSettings:
     nonfinite: NonFiniteSettings
     on_bad_image: str
     ddp_check_every: int
+    ada: Optional[AdaSettings] = None  # augment.p=ada; None: p as configured
 
 
 def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
@@ -422,6 +484,9 @@ def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
                                     max_retries=cfg.nonfinite.max_retries),
         on_bad_image=_name(cfg.dataset.on_bad_image),
         ddp_check_every=cfg.ddp_check_every,
+        ada=(AdaSettings(target=cfg.augment.target, interval=cfg.augment.interval,
+                         speed_images=cfg.augment.speed_images)
+             if cfg.augment.p == "ada" else None),
     )
 
 
@@ -441,10 +506,15 @@ def gan_settings(cfg: DictConfig, steps_per_epoch: int) -> GANSettings:
         betas=(cfg.beta1, cfg.beta2), adam=_name(cfg.adam), precision=_name(cfg.precision),
         channels_last=cfg.channels_last, compile=cfg.compile, sync_bn=cfg.model.sync_bn,
         d_steps=cfg.d_steps, real_label=cfg.real_label, label_flip=cfg.label_flip,
-        gp_weight=cfg.gp_weight, augment=tuple(cfg.augment),
+        gp_weight=cfg.gp_weight, augment=tuple(cfg.augment.ops),
+        augment_p=augment_p(cfg.augment), track_real_sign=cfg.augment.p == "ada",
+        mirror=cfg.dataset.mirror,
         noise=NoiseSchedule(std=noise.std, anneal_epochs=noise.anneal_epochs,
                             run_epochs=cfg.epochs, steps_per_epoch=steps_per_epoch),
-        ema_decay=cfg.ema.decay, ema_start_step=cfg.ema.start_step)
+        ema_decay=cfg.ema.decay, ema_start_step=cfg.ema.start_step,
+        ema_half_life_images=cfg.ema.half_life_images,
+        ema_rampup=cfg.ema.rampup if cfg.ema.half_life_images is not None else None,
+        recalibrate_bn=cfg.ema.recalibrate_bn)
 
 
 def guard_settings(cfg: DictConfig) -> GuardSettings:

@@ -93,6 +93,16 @@ def any_rank(flag: bool, layout: Distributed, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+def mean_over_ranks(value: float, layout: Distributed, device: torch.device) -> float:
+    """The mean of `value` over all ranks (the value itself in one process)."""
+    if not layout.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64 if device.type != "mps" else torch.float32,
+                          device=device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / layout.world_size
+
+
 def window_over_ranks(values: dict[str, float], layout: Distributed) -> dict[str, float]:
     """A metric window's means averaged over the ranks (images per second summed), so every
     rank sees the same numbers and decides the same."""

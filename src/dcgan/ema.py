@@ -4,12 +4,17 @@ Averaging G's weights over the last ~1/(1 - decay) steps smooths out the oscilla
 adversarial training; samples and evaluation then use the average, training the live
 weights (Yazıcı et al., 2019, "The Unusual Effectiveness of Averaging in GAN Training";
 Karras et al. use it in ProGAN and StyleGAN).
+
+The horizon is a fixed decay per step (ema.decay), or a half-life in images
+(ema.half_life_images, StyleGAN's ema_kimg), which means the same at any batch size: a step
+of B images decays the old average by 0.5 ** (B / half_life). With a ramp-up the half-life
+is at most `rampup` times the images seen so far, so the first, poor weights do not linger.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -27,21 +32,34 @@ class EMA:
     `update`, so the parameter names match.
     """
 
-    def __init__(self, module: nn.Module, decay: float, start_step: int = 0):
+    def __init__(self, module: nn.Module, decay: float, start_step: int = 0,
+                 half_life_images: Optional[float] = None, rampup: Optional[float] = None):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay, self.start_step = decay, start_step
+        self.half_life_images, self.rampup = half_life_images, rampup
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
 
+    def decay_at(self, step: int, batch_images: int) -> float:
+        """The decay of the update after training step `step`, whose batch held
+        `batch_images` images (over all processes)."""
+        if self.half_life_images is None:
+            return self.decay
+        half_life = self.half_life_images
+        if self.rampup:
+            half_life = min(half_life, step * batch_images * self.rampup)
+        return 0.5 ** (batch_images / max(half_life, 1e-8))
+
     @torch.no_grad()
-    def update(self, module: nn.Module, step: int) -> None:
+    def update(self, module: nn.Module, step: int, batch_images: int = 1) -> None:
         """Fold the live weights of `module` (after training step `step`) into the average."""
         if step <= self.start_step:
             self.copy_from(module)
             return
+        weight = 1.0 - self.decay_at(step, batch_images)
         for average, live in _matching(self.module.named_parameters(),
                                        module.named_parameters()):
-            average.lerp_(live.detach(), 1.0 - self.decay)
+            average.lerp_(live.detach(), weight)
         self._copy_buffers(module)
 
     @torch.no_grad()

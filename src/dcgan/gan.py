@@ -17,12 +17,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dcgan.augment import NoiseSchedule, diff_augment, instance_noise
+from dcgan.augment import NoiseSchedule, diff_augment, instance_noise, mirror
 from dcgan.distributed import SINGLE, Distributed, any_rank
 from dcgan.ema import EMA
 from dcgan.errors import DCGANError
 from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
-from dcgan.models import Architecture, build_models
+from dcgan.models import Architecture, Generator, build_models
+from dcgan.sampling import RecalibratedCopy, batchnorm_state
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,19 @@ class GANSettings:
     label_flip: float = 0.0
     gp_weight: float = 10.0
     augment: tuple[str, ...] = ()  # DiffAugment policy, in order
+    augment_p: float = 1.0  # chance of each operation per image (adaptive augmentation moves it)
+    track_real_sign: bool = False  # report E[sign(D(real))], the signal adaptive augmentation reads
+    mirror: bool = False  # flip each real image left-right with probability 1/2
     noise: NoiseSchedule = field(default_factory=NoiseSchedule)
-    ema_decay: float = 0.0  # 0: no moving average
+    ema_decay: float = 0.0  # 0: no moving average (unless ema_half_life_images)
     ema_start_step: int = 0
+    ema_half_life_images: Optional[float] = None  # the average's half-life in images
+    ema_rampup: Optional[float] = None  # half-life at most this times the images seen so far
+    recalibrate_bn: bool = False  # re-estimate the sampling generator's BatchNorm statistics
+
+    @property
+    def ema_on(self) -> bool:
+        return self.ema_decay > 0 or self.ema_half_life_images is not None
 
 
 class NonFiniteLoss(DCGANError):
@@ -86,9 +97,10 @@ class GANPair:
         self.g_forward, self.d_forward, self.d_frozen_forward = self._forwards()
         self.opt_g = make_adam(self.generator, settings, device, settings.lr_g)
         self.opt_d = make_adam(self.discriminator, settings, device, settings.lr_d)
-        # the moving average of G (ema_decay > 0) is what samples and evaluation use
-        self.ema = (EMA(self.generator, settings.ema_decay, settings.ema_start_step)
-                    if settings.ema_decay else None)
+        self.ema = make_ema(self.generator, settings)  # what samples, when on
+        self.recalibrated = RecalibratedCopy(  # with recalibrate_bn: what samples
+            lambda: Generator(settings.arch).to(device, memory_format=self.memory_format),
+            settings.arch.nz)
         self.autocast_dtype = autocast_dtype(settings.precision, device)
         # fp16 needs loss scaling; one scaler per network since their steps are separate
         use_scaler = self.autocast_dtype == torch.float16
@@ -113,8 +125,11 @@ class GANPair:
 
     @property
     def sampling_generator(self) -> nn.Module:
-        """What samples and evaluations use: the moving average of G when EMA is on."""
-        return self.ema.module if self.ema is not None else self.generator
+        """What samples, evaluations and exports use: the moving average of G when EMA is on
+        (else G), with recalibrate_bn a copy of it whose BatchNorm statistics are re-estimated
+        for its weights (once per step at most, when first asked for)."""
+        source = self.ema.module if self.ema is not None else self.generator
+        return self.recalibrated.of(source) if self.settings.recalibrate_bn else source
 
     def reconfigure(self, settings: GANSettings) -> None:
         """Switch to settings that differ from the current ones only in what can change
@@ -142,6 +157,9 @@ class GANPair:
         itself never waits for the device (unless `check_finite`).
         """
         real = real.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        if self.settings.mirror:
+            real = mirror(real)
+        self.recalibrated.stale = True
         noise = torch.randn(real.shape[0], self.settings.arch.nz, 1, 1, device=self.device)
         g_step = (step + 1) % self.settings.d_steps == 0
         with self.autocast(), torch.set_grad_enabled(g_step):
@@ -150,13 +168,13 @@ class GANPair:
         if g_step:
             metrics["loss_g"] = self.g_step(fake, step, check_finite)
             if self.ema is not None:
-                self.ema.update(self.generator, step + 1)
+                self.ema.update(self.generator, step + 1, real.shape[0] * self.layout.world_size)
         return metrics
 
     def d_step(self, real: torch.Tensor, fake: torch.Tensor, step: int, check_finite: bool
                ) -> dict[str, torch.Tensor]:
         s = self.settings
-        real_seen, fake_seen = self.what_d_sees(real, step), self.what_d_sees(fake, step)
+        real_seen, fake_seen = what_d_sees(real, s, step), what_d_sees(fake, s, step)
         with self.autocast():
             real_logits = self.d_forward(real_seen)
             fake_logits = self.d_forward(fake_seen)
@@ -171,11 +189,14 @@ class GANPair:
         if check_finite:
             self.refuse_non_finite(loss_d, "discriminator loss (loss/d)")
         update(loss_d, self.opt_d, self.scaler_d)
-        return {
+        metrics = {
             "loss_d": loss_d.detach(),
             "real_prob": torch.sigmoid(real_logits.detach().float()).mean(),
             "fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
         }
+        if s.track_real_sign:
+            metrics["real_sign"] = torch.sign(real_logits.detach().float()).mean()
+        return metrics
 
     def g_step(self, fake: torch.Tensor, step: int, check_finite: bool) -> torch.Tensor:
         # D is frozen so no gradient is spent on its weights (and unfrozen whatever happens:
@@ -183,7 +204,7 @@ class GANPair:
         self.discriminator.requires_grad_(False)
         try:
             with self.autocast():
-                fake_logits = self.d_frozen_forward(self.what_d_sees(fake, step))
+                fake_logits = self.d_frozen_forward(what_d_sees(fake, self.settings, step))
             loss_g = generator_loss(fake_logits, kind=self.settings.loss)
             if check_finite:
                 self.refuse_non_finite(loss_g, "generator loss (loss/g)")
@@ -191,16 +212,6 @@ class GANPair:
         finally:
             self.discriminator.requires_grad_(True)
         return loss_g.detach()
-
-    def what_d_sees(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        """DiffAugment and instance noise, as configured (both differentiable, both off by
-        default); the same for real and fake images and in the G step."""
-        if self.settings.augment:
-            images = diff_augment(images, self.settings.augment)
-        std = self.settings.noise.std_at(step)
-        if std > 0:
-            images = instance_noise(images, std)
-        return images
 
     def refuse_non_finite(self, loss: torch.Tensor, which: str) -> None:
         """Raise NonFiniteLoss before the update; under torchrun every rank raises together
@@ -227,6 +238,9 @@ class GANPair:
             "scaler_d": self.scaler_d.state_dict(),
             "arch": self.settings.arch.as_dict(),
             **({"generator_ema": self.ema.state_dict()} if self.ema else {}),
+            # the sampling generator's re-estimated statistics (dcgan-sample and -eval use them)
+            **({"sampling_bn": batchnorm_state(self.sampling_generator)}
+               if self.settings.recalibrate_bn else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -250,11 +264,31 @@ class GANPair:
             raise DCGANError(f"its weights do not fit {arch.describe()} ({first_line})"
                              ) from error
         self.set_learning_rates()
+        self.recalibrated.stale = True
         if self.ema is not None:
             if "generator_ema" in state:
                 self.ema.load_state_dict(state["generator_ema"])
             else:  # EMA turned on when resuming: start the average from the live weights
                 self.ema.update(self.generator, 0)
+
+
+def what_d_sees(images: torch.Tensor, settings: GANSettings, step: int) -> torch.Tensor:
+    """DiffAugment and instance noise, as configured (both differentiable, both off by
+    default); the same for real and fake images and in the G step."""
+    if settings.augment:
+        images = diff_augment(images, settings.augment, p=settings.augment_p)
+    std = settings.noise.std_at(step)
+    if std > 0:
+        images = instance_noise(images, std)
+    return images
+
+
+def make_ema(generator: nn.Module, settings: GANSettings) -> Optional[EMA]:
+    """The moving average of G the settings ask for, or None."""
+    if not settings.ema_on:
+        return None
+    return EMA(generator, settings.ema_decay, settings.ema_start_step,
+               settings.ema_half_life_images, settings.ema_rampup)
 
 
 def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer,

@@ -24,6 +24,7 @@ from dcgan.data import build_dataset
 from dcgan.distributed import SINGLE, Distributed
 from dcgan.errors import DCGANError
 from dcgan.gan import GANPair
+from dcgan.hooks.augmentation import AdaptiveAugmentation
 from dcgan.hooks.bad_files import BadFiles
 from dcgan.hooks.checkpoints import Checkpoints
 from dcgan.hooks.collapse_guard import CollapseGuard
@@ -60,7 +61,8 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torc
     samples = SampleGrids(run_dir, settings.gan.arch.nz, device, layout)
     hooks = [BadFiles(settings.on_bad_image), ReplicaCheck(settings.ddp_check_every, layout),
              samples, Evaluation(settings.evaluation, dataset, device, layout),
-             CollapseGuard(settings.guard), NonFiniteRecovery(settings.nonfinite)]
+             CollapseGuard(settings.guard), NonFiniteRecovery(settings.nonfinite),
+             AdaptiveAugmentation(settings.ada, layout)]
     checkpoints = Checkpoints(run_dir, settings.checkpoints, to_plain_dict(cfg), layout)
     return Trainer(settings.loop, gan, dataset, checkpoints, hooks, layout=layout)
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from dcgan import distributed
 from dcgan.checkpoint import resolve_checkpoint, run_dir_of
-from dcgan.config import config_dir, register_configs
+from dcgan.config import config_dir, expand_shorthands, register_configs
 from dcgan.distributed import Distributed
 from dcgan.errors import DCGANError, exit_with
 from dcgan.run import train
@@ -101,7 +101,8 @@ def main() -> None:
     except DCGANError as error:
         exit_with(error)
     try:
-        sys.argv = distributed_arguments(route_resume_to_run_dir(sys.argv), layout)
+        argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
+        sys.argv = distributed_arguments(route_resume_to_run_dir(argv), layout)
         check_output_dir(sys.argv)
         _hydra_main()
     finally:

@@ -78,6 +78,7 @@ class Trainer:
         self.stop = StopSignals()  # replaced by fit()'s caller to honour Ctrl-C / SIGTERM
         self.last_metrics: dict[str, float] = {}  # the newest logged window, for summaries
         self.epoch_metrics: dict[str, float] = {}  # what hooks measured at this epoch's end
+        self.step_metrics: dict[str, torch.Tensor] = {}  # the newest step's (device tensors)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -164,6 +165,7 @@ class Trainer:
             except NonFiniteLoss as error:
                 return self.on_non_finite(error)
             window.add(metrics, real.shape[0])
+            self.step_metrics = metrics  # this step's own values, for after_step hooks
             self.step += 1
         self.batch_in_epoch += 1
         last_batch = self.batch_in_epoch == self.batches_per_epoch
@@ -195,7 +197,7 @@ class Trainer:
     def log_window(self, values: dict[str, float]) -> dict[str, float]:
         """Log a window's means (averaged over ranks under torchrun, so every rank sees the
         same numbers and the hooks decide the same everywhere)."""
-        values = window_over_ranks(values, self.layout)
+        values = {**window_over_ranks(values, self.layout), **self.hooks.window_scalars(self)}
         self.last_metrics = values
         self.loggers.scalars(self.step, values)
         return values
@@ -284,5 +286,6 @@ class MetricWindow:
 def progress_text(values: dict[str, float]) -> dict[str, str]:
     """Short labels for the tqdm postfix (a window without a G step has no G loss)."""
     labels = (("D", "loss_d", ".3f"), ("G", "loss_g", ".3f"), ("D(x)", "real_prob", ".2f"),
-              ("D(G(z))", "fake_prob", ".2f"), ("img/s", "img_per_s", ".0f"))
+              ("D(G(z))", "fake_prob", ".2f"), ("p", "augment_p", ".3f"),
+              ("rt", "real_sign", ".2f"), ("img/s", "img_per_s", ".0f"))
     return {label: format(values[key], spec) for label, key, spec in labels if key in values}

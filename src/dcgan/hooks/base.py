@@ -5,6 +5,7 @@ The loop calls every hook at the same points, in the order it was given them:
   on_fit_start(loop)            once, after any resume, before the first step
   on_batch(loop, bad_paths)     each batch, with the files of it that could not be read
   after_step(loop)              after each optimiser step (not on a step a signal stops at)
+  window_scalars(loop)          as each window is logged: the hook's own values to log with it
   after_window(loop, values)    after each logged window of step metrics (means)
   on_epoch_end(loop)            after each epoch (loop.epoch counts it already)
   after_rollback(loop, path)    after the loop reloaded `path` because of a RollBack answer
@@ -74,6 +75,9 @@ class Hook:
     def after_step(self, loop: "Trainer") -> None:
         pass
 
+    def window_scalars(self, loop: "Trainer") -> dict[str, float]:
+        return {}
+
     def after_window(self, loop: "Trainer", values: dict[str, float]) -> Answer:
         return None
 
@@ -118,6 +122,9 @@ class Hooks(list):
         for hook in self:
             settings = hook.adjust(settings)
         return settings
+
+    def window_scalars(self, loop: "Trainer") -> dict[str, float]:
+        return {name: value for hook in self for name, value in hook.window_scalars(loop).items()}
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
         return {hook.name: hook.state_dict() for hook in self}

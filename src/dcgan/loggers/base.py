@@ -6,6 +6,7 @@ Tags (documented in the README):
   d/real_prob              mean D(x) on real images (sigmoid of the logits)
   d/fake_prob              mean D(G(z)) on generated images, during the D step
   perf/img_per_s           real images consumed per second over the logging window
+  augment/p, augment/rt    augment.p=ada: the augmentation probability, and E[sign(D(real))]
   samples/fixed            4x4 grid from one fixed noise tensor, once per epoch
   samples/real             a grid of real training images, once per run
   metrics/swd/<res>, metrics/swd/mean, metrics/diversity (and metrics/fid, metrics/kid)
@@ -26,6 +27,8 @@ SCALAR_TAGS = {
     "real_prob": "d/real_prob",
     "fake_prob": "d/fake_prob",
     "img_per_s": "perf/img_per_s",
+    "augment_p": "augment/p",
+    "real_sign": "augment/rt",
 }
 
 
