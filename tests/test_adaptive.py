@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcgan.augment import AdaSettings, diff_augment, mirror, translation
+from dcgan.augment import AdaSettings, diff_augment, mirror
 from dcgan.checkpoint import load_checkpoint, load_generator
 from dcgan.config import validate
 from dcgan.data import build_dataset
