@@ -22,6 +22,13 @@ case $NAME in
     textbook)        RECIPE=() ;;
     textbook_ema)    RECIPE=(ema.decay=0.999) ;;
     celeba_stable)   RECIPE=(+experiment=celeba_stable) ;;
+    # adaptive augmentation over the DiffAugment operations; 100k images from p=0 to 1 (the
+    # paper's 500k is for runs of millions of images: this whole run is 233k)
+    ada)             RECIPE=("augment=[translation,color,cutout]" augment.p=ada augment.speed_images=100000) ;;
+    ada_mirror)      RECIPE=("augment=[translation,color,cutout]" augment.p=ada augment.speed_images=100000
+                             dataset.mirror=true) ;;
+    ada_mirror_ema)  RECIPE=("augment=[translation,color,cutout]" augment.p=ada augment.speed_images=100000
+                             dataset.mirror=true ema.half_life_images=10000) ;;
     *)               RECIPE=() ;;  # a new recipe: its overrides come as the extra arguments
 esac
 exec dcgan-train dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache=true \
