@@ -11,7 +11,8 @@ from dcgan.checkpoint import save_generator
 from dcgan.models import Architecture, build_models
 from dcgan.checkpoint import load_generator
 from dcgan.images import GIF_FRAME_MS
-from dcgan.sample import interpolate, interpolation_noise, slerp
+from dcgan.latents import interpolation_noise, slerp
+from dcgan.sample import interpolate
 from tests.conftest import user_error_line
 
 CPU = torch.device("cpu")

@@ -1,7 +1,9 @@
-"""`dcgan-sample`: images from a trained generator.
+"""`dcgan-sample`: images from a trained generator (latents come from dcgan.latents).
 
     dcgan-sample --ckpt runs/celeba/2026-11-22_10-00-00 --n 64 --out faces.png --seed 1
-    dcgan-sample --ckpt runs/celeba/2026-11-22_10-00-00 --interpolate 8 --out walk.png
+    dcgan-sample --ckpt RUN --seeds 0-35,40,42 --truncation 0.7   # one image per seed
+    dcgan-sample --ckpt RUN --interpolate 8 --out walk.png        # two latents, a strip + GIF
+    dcgan-sample --ckpt RUN --keyframes 6 --interpolate 12 --grid 3   # looping walks, GIF (+MP4)
 """
 
 from __future__ import annotations
@@ -13,66 +15,61 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from PIL import Image
 
 from dcgan.checkpoint import load_generator, resolve_checkpoint, run_dir_of
 from dcgan.errors import DCGANError, reports_errors
-from dcgan.images import image_grid, images_to_uint8, save_gif, save_png
+from dcgan.images import image_grid, images_to_uint8, save_gif, save_png, to_pil, write_gif
+from dcgan.latents import (batch_latents, interpolation_noise, keyframe_walk, parse_seeds,
+                           seed_latent)
 from dcgan.models import Generator
 from dcgan.runtime import resolve_device
+from dcgan.video import VIDEO_EXTRA, video_available, write_mp4
 
 log = logging.getLogger("dcgan.sample")
 
-# Above this |cos| of the angle between two latents slerp's 1/sin(angle) loses precision.
-PARALLEL_COS = 0.9995
+WALK_FRAME_MS = 80  # a walk's frames: 12.5 a second
 
 
 @torch.no_grad()
-def generate(generator: Generator, n: int, seed: int, device: torch.device,
-             batch_size: int = 256) -> torch.Tensor:
-    """n images in [-1, 1]; the noise comes from its own CPU generator, so a seed fixes them."""
-    rng = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n, generator.arch.nz, 1, 1, generator=rng)
-    return _in_batches(generator, noise, device, batch_size)
-
-
-@torch.no_grad()
-def _in_batches(generator: Generator, noise: torch.Tensor, device: torch.device,
-                batch_size: int) -> torch.Tensor:
+def render(generator: Generator, noise: torch.Tensor, device: torch.device,
+           batch_size: int = 256) -> torch.Tensor:
+    """G(noise) in [-1, 1] on the CPU, in batches."""
     parts = [generator(noise[i : i + batch_size].to(device)).cpu()
              for i in range(0, len(noise), batch_size)]
     return torch.cat(parts)
 
 
-def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation from z0 (t=0) to z1 (t=1), each tensor taken as one vector.
-
-    The point moves along the great circle at a constant angular speed: the angle to z0 is
-    t times the angle between z0 and z1, and where |z0| == |z1| the norm stays the same
-    (a straight line would cut through the low-density middle of the Gaussian). Nearly
-    parallel (or opposite) vectors, and a zero vector, fall back to linear interpolation.
-    """
-    a, b = z0.double().flatten(), z1.double().flatten()
-    norms = float(a.norm() * b.norm())
-    cos = float(a @ b) / norms if norms > 0 else 1.0
-    if abs(cos) > PARALLEL_COS:
-        return (1.0 - t) * z0 + t * z1
-    angle = math.acos(cos)
-    return (math.sin((1.0 - t) * angle) * z0 + math.sin(t * angle) * z1) / math.sin(angle)
+def generate(generator: Generator, n: int, seed: int, device: torch.device,
+             psi: float = 1.0) -> torch.Tensor:
+    """n images in [-1, 1]; the noise comes from its own CPU generator, so a seed fixes them."""
+    return render(generator, batch_latents(n, generator.arch.nz, seed, psi), device)
 
 
-def interpolation_noise(nz: int, frames: int, seed: int) -> torch.Tensor:
-    """frames x nz x 1 x 1 latents on the slerp path between two draws of the seed; the
-    endpoints are the noise `generate` uses for its first two images with the same seed."""
-    rng = torch.Generator().manual_seed(seed)
-    z0, z1 = torch.randn(2, nz, 1, 1, generator=rng)
-    return torch.stack([slerp(z0, z1, i / (frames - 1)) for i in range(frames)])
+def generate_seeds(generator: Generator, seeds: list[int], device: torch.device,
+                   psi: float = 1.0) -> torch.Tensor:
+    """One image per seed, each drawn and rendered alone: seed s gives the same image
+    whatever else is asked for."""
+    return torch.cat([render(generator, seed_latent(seed, generator.arch.nz, psi)[None], device)
+                      for seed in seeds])
 
 
 def interpolate(generator: Generator, frames: int, seed: int, device: torch.device,
-                batch_size: int = 256) -> torch.Tensor:
+                psi: float = 1.0) -> torch.Tensor:
     """frames images in [-1, 1] along the slerp path between two latents drawn from seed."""
-    noise = interpolation_noise(generator.arch.nz, frames, seed)
-    return _in_batches(generator, noise, device, batch_size)
+    return render(generator, interpolation_noise(generator.arch.nz, frames, seed, psi), device)
+
+
+def walk_frames(generator: Generator, args: argparse.Namespace, device: torch.device
+                ) -> list[Image.Image]:
+    """--keyframes M --interpolate K [--grid R]: R x R independent looping walks, walk w
+    through the keyframes of seeds seed + w*M ... seed + w*M + M-1; one grid per frame."""
+    nz, keyframes, walks = generator.arch.nz, args.keyframes, args.grid * args.grid
+    paths = [keyframe_walk([seed_latent(args.seed + w * keyframes + i, nz, args.truncation)
+                            for i in range(keyframes)], args.interpolate) for w in range(walks)]
+    images = render(generator, torch.cat(paths), device)  # walk-major
+    frames = images.view(walks, keyframes * args.interpolate, *images.shape[1:])
+    return [to_pil(image_grid(frames[:, t], nrow=args.grid)) for t in range(frames.shape[1])]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -95,6 +92,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         "interpolation between two latents drawn from --seed: a one-row PNG "
                         "strip at --out and an animated GIF beside it (same name, .gif)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="LIST",
+                        help="one image per seed, e.g. 0-35,40,42: DIR/seed0042.png each "
+                        "(--out-dir, default RUN_DIR/samples/seeds) and a grid of them")
+    parser.add_argument("--truncation", type=_psi, default=1.0, metavar="PSI",
+                        help="0 < PSI <= 1: latent coordinates kept within the central PSI of "
+                        "the normal's mass (others drawn again): less variety, cleaner images; "
+                        "1 = no truncation (default)")
+    parser.add_argument("--generator", choices=("ema", "raw"), default="ema",
+                        help="the moving average of G (default, when the run had one) or the "
+                        "raw generator")
+    parser.add_argument("--keyframes", type=_frame_count, default=None, metavar="M",
+                        help="with --interpolate K: a looping walk through M seeded keyframes, "
+                        "K frames from each to the next, as a GIF (and an MP4 beside it when "
+                        "imageio-ffmpeg is installed)")
+    parser.add_argument("--grid", type=_positive, default=1, metavar="R",
+                        help="with --keyframes: R x R independent walks in one animation")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="also write each image as DIR/sample_00000.png, ...")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -115,45 +128,96 @@ def _frame_count(text: str) -> int:
     return value
 
 
+def _psi(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def _default_out(checkpoint: Path, args: argparse.Namespace) -> Path:
-    name = (f"interp_seed{args.seed}_k{args.interpolate}.png" if args.interpolate
-            else f"sample_seed{args.seed}_n{args.n}.png")
+    psi = f"_psi{args.truncation:g}" if args.truncation < 1 else ""
+    if args.keyframes:
+        grid = f"_grid{args.grid}" if args.grid > 1 else ""
+        name = f"walk_seed{args.seed}_m{args.keyframes}_k{args.interpolate}{grid}{psi}.gif"
+    elif args.seeds:
+        name = f"seeds_{args.seeds[0]}-{args.seeds[-1]}_n{len(args.seeds)}{psi}.png"
+    elif args.interpolate:
+        name = f"interp_seed{args.seed}_k{args.interpolate}{psi}.png"
+    else:
+        name = f"sample_seed{args.seed}_n{args.n}{psi}.png"
     return run_dir_of(checkpoint) / "samples" / name
 
 
-def sample(args: argparse.Namespace) -> list[Path]:
-    """Write the grid (or the interpolation strip and its GIF) and any single images; returns
-    the paths written, the grid or strip first."""
-    checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
-    out = args.out or _default_out(checkpoint, args)
-    if args.interpolate and out.suffix.lower() == ".gif":
+def check_args(args: argparse.Namespace, out: Path) -> None:
+    """Combinations that cannot mean anything, refused in one line."""
+    if args.keyframes and not args.interpolate:
+        raise DCGANError("--keyframes M needs --interpolate K (frames from each keyframe to the "
+                         "next)")
+    if args.grid > 1 and not args.keyframes:
+        raise DCGANError("--grid R lays out R x R walks: use it with --keyframes M")
+    if args.seeds and (args.keyframes or args.interpolate):
+        raise DCGANError("--seeds draws one image per seed; use --seed with --interpolate")
+    if args.keyframes and out.suffix.lower() not in (".gif", ".mp4"):
+        raise DCGANError(f"--out {out}: a walk is an animation; give a .gif or .mp4 path")
+    if args.keyframes and out.suffix.lower() == ".mp4" and not video_available():
+        raise DCGANError(f"--out {out}: writing MP4 needs imageio-ffmpeg: {VIDEO_EXTRA}")
+    if args.interpolate and not args.keyframes and out.suffix.lower() == ".gif":
         raise DCGANError(f"--out {out}: with --interpolate, --out is the PNG strip and the GIF "
                          "is written beside it; give a .png path")
+
+
+def sample(args: argparse.Namespace) -> list[Path]:
+    """Write what was asked for; returns the paths written, the grid, strip or walk first."""
+    checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
+    out = args.out or _default_out(checkpoint, args)
+    check_args(args, out)
     device = resolve_device(args.device)
-    generator = load_generator(checkpoint, device)
-    if args.interpolate:
-        images = interpolate(generator, args.interpolate, args.seed, device)
-        nrow = args.interpolate  # one row: the strip
-    else:
-        images = generate(generator, args.n, args.seed, device)
-        nrow = args.nrow or math.ceil(math.sqrt(args.n))
+    generator = load_generator(checkpoint, device, ema=args.generator == "ema")
     try:
-        return _write(images, nrow, out, args)
+        if args.keyframes:
+            return write_walk(walk_frames(generator, args, device), out)
+        if args.seeds:
+            images = generate_seeds(generator, args.seeds, device, args.truncation)
+            out_dir = args.out_dir or run_dir_of(checkpoint) / "samples" / "seeds"
+            names = [f"seed{seed:04d}.png" for seed in args.seeds]
+            return _write(images, args.nrow or math.ceil(math.sqrt(len(images))), out,
+                          out_dir, names)
+        if args.interpolate:
+            images = interpolate(generator, args.interpolate, args.seed, device, args.truncation)
+            written = _write(images, args.interpolate, out, args.out_dir)
+            save_gif(images, out.with_suffix(".gif"))
+            return [written[0], out.with_suffix(".gif"), *written[1:]]
+        images = generate(generator, args.n, args.seed, device, args.truncation)
+        return _write(images, args.nrow or math.ceil(math.sqrt(args.n)), out, args.out_dir)
     except OSError as error:
         raise DCGANError(f"cannot write samples: {error}") from error
 
 
-def _write(images: torch.Tensor, nrow: int, out: Path, args: argparse.Namespace) -> list[Path]:
+def _write(images: torch.Tensor, nrow: int, out: Path, out_dir: Optional[Path],
+           names: Optional[list[str]] = None) -> list[Path]:
+    """The grid at `out`, and each image in `out_dir` (sample_00000.png, ... or `names`)."""
     save_png(image_grid(images, nrow=nrow), out)
     written = [out]
-    if args.interpolate:
-        save_gif(images, out.with_suffix(".gif"))
-        written.append(out.with_suffix(".gif"))
-    if args.out_dir is not None:
+    if out_dir is not None:
         for index, image in enumerate(images_to_uint8(images)):
-            path = args.out_dir / f"sample_{index:05d}.png"
+            path = out_dir / (names[index] if names else f"sample_{index:05d}.png")
             save_png(image, path)
             written.append(path)
+    return written
+
+
+def write_walk(frames: list[Image.Image], out: Path) -> list[Path]:
+    """The walk as a GIF, and as an MP4 beside it (or instead, for an .mp4 --out) when
+    imageio-ffmpeg is installed."""
+    gif = out.with_suffix(".gif")
+    write_gif(frames, gif, WALK_FRAME_MS)
+    written = [gif]
+    if video_available():
+        write_mp4(frames, out.with_suffix(".mp4"), fps=1000 / WALK_FRAME_MS)
+        written.append(out.with_suffix(".mp4"))
+    if out.suffix.lower() == ".mp4":
+        written.reverse()
     return written
 
 
@@ -164,10 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _summary(args: argparse.Namespace, written: list[Path]) -> str:
-    files = (f"{written[0]} and {written[1]} ({args.interpolate} frames)" if args.interpolate
-             else str(written[0]))
-    singles = args.interpolate or args.n
-    return files + (f" and {singles} images in {args.out_dir}" if args.out_dir else "")
+    if args.keyframes:
+        return " and ".join(map(str, written))
+    if args.interpolate:
+        files = f"{written[0]} and {written[1]} ({args.interpolate} frames)"
+        singles = written[2:]
+    else:
+        files, singles = str(written[0]), written[1:]
+    return files + (f" and {len(singles)} images in {singles[0].parent}" if singles else "")
 
 
 if __name__ == "__main__":
