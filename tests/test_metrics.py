@@ -247,10 +247,11 @@ def test_kid_subsets_are_seeded():
 def test_compute_metrics_keys():
     real, fake = toy_images(16, size=32), toy_images(16, size=32, seed=1)
     basic = compute_metrics(real, fake)
-    assert set(basic) == {"swd/32", "swd/16", "swd/mean", "diversity"}
+    assert set(basic) == {"swd/32", "swd/16", "swd/mean", "diversity", "precision", "recall"}
     extractor = RecordingProjection(3 * 32 * 32)
     full = compute_metrics(real, fake, fid=True, feature_extractor=extractor)
-    assert set(full) == set(basic) | {"fid", "kid", "kid_std"}
+    assert set(full) == set(basic) | {"fid", "kid", "kid_std", "inception_precision",
+                                      "inception_recall"}
     assert full["swd/mean"] == basic["swd/mean"]
 
 
@@ -303,3 +304,45 @@ def test_unreadable_weights_file_raises_inception_unavailable(tmp_path, empty_hu
     real, fake = fid_sets()
     with pytest.raises(InceptionUnavailable, match="not a readable FID Inception weights"):
         fid_kid(real, fake, inception_weights=broken)
+
+
+# -- precision and recall ------------------------------------------------------------------------
+
+def test_precision_and_recall_tell_quality_from_coverage():
+    from dcgan.metrics import precision_recall
+
+    rng = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 8, generator=rng)
+    same = torch.randn(400, 8, generator=rng)
+    half = same[same[:, 0] > 0]  # G covers half of the data, and only makes what it has
+    off = torch.randn(400, 8, generator=rng) + 6.0  # G makes things the data does not have
+    good = precision_recall(real, same)
+    assert good["precision"] > 0.8 and good["recall"] > 0.8
+    partial = precision_recall(real, half)
+    assert partial["precision"] > 0.8 and partial["recall"] < good["recall"] - 0.1
+    wrong = precision_recall(real, off)
+    assert wrong["precision"] < 0.05 and wrong["recall"] < 0.05
+
+
+def test_pixel_precision_recall_sees_a_collapse():
+    from dcgan.metrics import compute_metrics
+
+    rng = torch.Generator().manual_seed(1)
+    real = torch.rand(128, 1, 32, 32, generator=rng) * 2 - 1
+    collapsed = real[:1].repeat(128, 1, 1, 1)  # one real image, 128 times
+    metrics = compute_metrics(real, collapsed)
+    assert metrics["precision"] == 1.0  # it is on the data ...
+    assert metrics["recall"] < 0.05  # ... but covers almost none of it
+    assert {"precision", "recall"} <= set(compute_metrics(real, real.flip(0)))
+
+
+def test_fid_kid_come_with_precision_and_recall_on_the_same_features():
+    from dcgan.metrics import precision_recall
+
+    real, fake = fid_sets()
+    extractor = RecordingProjection(3 * 8 * 8)
+    result = fid_kid(real, fake, feature_extractor=extractor, kid_subset_size=20)
+    seen_real, seen_fake = extractor.seen
+    expected = precision_recall(extractor(seen_real), extractor(seen_fake))
+    assert result["inception_precision"] == expected["precision"]
+    assert result["inception_recall"] == expected["recall"]

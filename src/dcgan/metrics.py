@@ -233,6 +233,45 @@ def diversity_ratio(fake: torch.Tensor, real: torch.Tensor, *, max_pairs: int = 
 
 
 # --------------------------------------------------------------------------------------------
+# Precision and recall
+# --------------------------------------------------------------------------------------------
+
+PR_NEIGHBOURS = 3  # k of the k-nearest-neighbour balls (Kynkaanniemi et al. use 3)
+
+
+def _kth_neighbour_radii(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's distance to its k-th nearest other row."""
+    distances = torch.cdist(features, features)
+    return distances.kthvalue(k + 1, dim=1).values  # the 1st is the row itself (0)
+
+
+def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
+    """The share of `points` inside at least one ball (centre, radius)."""
+    inside = torch.cdist(points, centres) <= radii[None, :]
+    return inside.any(dim=1).float().mean().item()
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, *,
+                     k: int = PR_NEIGHBOURS) -> dict[str, float]:
+    """Improved precision and recall (Kynkaanniemi et al., 2019) of two feature sets (N x D):
+    precision, the share of fakes inside the real manifold (the union of balls reaching each
+    real's k-th nearest real); recall, the share of reals inside the fake manifold. Precision
+    falls when G makes things the data has not, recall when G misses part of the data."""
+    if min(len(real), len(fake)) <= k:
+        raise DCGANError(f"precision and recall need more than k={k} images of each kind")
+    real, fake = real.double(), fake.double()
+    return {"precision": _covered(fake, real, _kth_neighbour_radii(real, k)),
+            "recall": _covered(real, fake, _kth_neighbour_radii(fake, k))}
+
+
+def pixel_precision_recall(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """Precision and recall on the images themselves, pooled to 32 x 32 (the features the
+    diversity ratio uses): no network or download needed."""
+    _check_pair(real, fake)
+    return precision_recall(_flatten_small(real), _flatten_small(fake))
+
+
+# --------------------------------------------------------------------------------------------
 # FID and KID
 # --------------------------------------------------------------------------------------------
 
@@ -353,7 +392,8 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subset_size: in
 def fid_kid(real: torch.Tensor, fake: torch.Tensor, *, feature_extractor: nn.Module | None = None,
             inception_weights: str | Path | None = None, kid_subset_size: int = 100,
             seed: int = 0, device: torch.device | str | None = None) -> dict[str, float]:
-    """Return {"fid", "kid", "kid_std"} between real and generated images.
+    """Return {"fid", "kid", "kid_std", "inception_precision", "inception_recall"} between real
+    and generated images.
 
     Features come from `feature_extractor` (a module taking uint8 N x 3 x H x W) when given,
     else from the FID InceptionV3 loaded from `inception_weights` or the torch hub cache,
@@ -374,8 +414,10 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, *, feature_extractor: nn.Mod
     features_fake = extract_features(fake, extractor)
     kid, kid_std = kid_from_features(features_real, features_fake,
                                      subset_size=kid_subset_size, seed=seed)
+    manifold = precision_recall(features_real, features_fake)
     return {"fid": fid_from_features(features_real, features_fake), "kid": kid,
-            "kid_std": kid_std}
+            "kid_std": kid_std, "inception_precision": manifold["precision"],
+            "inception_recall": manifold["recall"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,7 +428,8 @@ def compute_metrics(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0, fi
                     inception_weights: str | Path | None = None,
                     feature_extractor: nn.Module | None = None,
                     device: torch.device | str | None = None) -> dict[str, float]:
-    """Return SWD ("swd/<res>", "swd/mean"), "diversity" and, if `fid`, "fid"/"kid"/"kid_std".
+    """Return SWD ("swd/<res>", "swd/mean"), "diversity", "precision"/"recall" (on pixels) and,
+    if `fid`, "fid"/"kid"/"kid_std" and "inception_precision"/"inception_recall".
 
     `device` is where Inception runs (default: the images' device); SWD and diversity run
     where the images are.
@@ -395,6 +438,7 @@ def compute_metrics(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0, fi
         inception_weights_path(inception_weights)  # fail fast, before the SWD work
     metrics = sliced_wasserstein(real, fake, seed=seed)
     metrics["diversity"] = diversity_ratio(fake, real, seed=seed)
+    metrics.update(pixel_precision_recall(real, fake))
     if fid:
         metrics.update(fid_kid(real, fake, feature_extractor=feature_extractor,
                                inception_weights=inception_weights, seed=seed, device=device))
