@@ -52,6 +52,6 @@ def test_wheel_install_finds_its_configs_and_data(tmp_path):
                               "batch_size=16", "dataset.limit=32", "epochs=1", "eval.every=0",
                               "hydra.run.dir=run"], cwd=elsewhere, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert "MNIST test: 32 images from the bundled MNIST test set" in trained.stderr
+    assert "MNIST test: 32 images from the bundled MNIST test set" in trained.stdout + trained.stderr
     assert (elsewhere / "run" / "samples" / "epoch_001.png").is_file()
     assert (elsewhere / "run" / "report.html").is_file()

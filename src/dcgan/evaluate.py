@@ -3,9 +3,12 @@
     dcgan-eval --ckpt runs/celeba/2026-11-22_10-00-00 --n 2048
     dcgan-eval --ckpt run/checkpoints/best.pt dataset.root=/data/celeba dataset.split=test
     dcgan-eval --ckpt generator.safetensors dataset=celeba dataset.root=/data/celeba
+    dcgan-eval --real data/celeba/img_align_celeba --fake other_model_samples/ --n 2048
+    dcgan-eval --ckpt runs/celeba/2026-11-22_10-00-00 --nearest 8     # does G copy its data?
 
 The real images come from the data set the checkpoint was trained on, unless dataset.*
-overrides say otherwise (a generator.safetensors file has no data set: name one).
+overrides say otherwise (a generator.safetensors file has no data set: name one). With --real
+and --fake, two folders of images are compared and no checkpoint is needed.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dcgan.checkpoint import load_checkpoint, load_generator, resolve_checkpoint
-from dcgan.config import TrainConfig, from_plain_dict, validate
+from dcgan.checkpoint import load_checkpoint, load_generator, resolve_checkpoint, run_dir_of
+from dcgan.config import TrainConfig, compose_config, from_plain_dict, validate
 from dcgan.data import build_dataset
 from dcgan.errors import DCGANError, reports_errors
-from dcgan.evaluation import Evaluator, format_table
-from dcgan.metrics import inception_weights_path
+from dcgan.evaluation import Evaluator, format_table, nearest_real, real_subset
+from dcgan.images import image_grid, save_png
+from dcgan.metrics import compute_metrics, inception_weights_path
+from dcgan.models import Generator
 from dcgan.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("dcgan.eval")
@@ -35,8 +41,20 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="dcgan-eval", description="Sliced Wasserstein distance, diversity ratio (and "
         "FID/KID with --fid) of a checkpoint's samples against real images.")
-    parser.add_argument("--ckpt", required=True,
+    parser.add_argument("--ckpt", default=None,
                         help="a run directory, a checkpoint (.pt) or a generator.safetensors")
+    parser.add_argument("--real", type=Path, default=None,
+                        help="with --fake: a folder of real images (no checkpoint needed)")
+    parser.add_argument("--fake", type=Path, default=None,
+                        help="with --real: a folder of generated images")
+    parser.add_argument("--size", type=int, default=64,
+                        help="--real/--fake: images are resized and centre-cropped to this")
+    parser.add_argument("--channels", type=int, default=3, choices=(1, 3),
+                        help="--real/--fake: compare in RGB (3) or greyscale (1)")
+    parser.add_argument("--nearest", type=int, default=None, metavar="K",
+                        help="memorisation check: K samples, each beside its nearest training "
+                        "images, as a grid PNG (RUN_DIR/samples/nearest_seed<S>.png or --out)")
+    parser.add_argument("--out", type=Path, default=None, help="--nearest: the grid's path")
     parser.add_argument("--n", type=int, default=None,
                         help="generated images, and real images compared (default: eval.n_samples)")
     parser.add_argument("--seed", type=int, default=None,
@@ -78,7 +96,53 @@ def eval_config(state: Optional[dict], args: argparse.Namespace):
     return cfg
 
 
+def compare_folders(args: argparse.Namespace) -> dict:
+    """--real DIR --fake DIR: the metrics between two folders of images (the same n of each,
+    drawn with the seed from the larger one)."""
+    seed = args.seed if args.seed is not None else 1234
+    if args.fid:
+        inception_weights_path(args.inception_weights)
+    images = {}
+    for kind, folder in (("real", args.real), ("fake", args.fake)):
+        cfg = compose_config(["dataset=folder", f"dataset.root={folder}",
+                              f"dataset.image_size={args.size}",
+                              f"dataset.channels={args.channels}"])
+        validate(cfg)
+        dataset = build_dataset(cfg.dataset)
+        images[kind] = real_subset(dataset, args.n or len(dataset), seed)
+    n = min(len(images["real"]), len(images["fake"]))
+    metrics = compute_metrics(images["real"][:n], images["fake"][:n], seed=seed, fid=args.fid,
+                              inception_weights=args.inception_weights,
+                              device=resolve_device(args.device))
+    return {"checkpoint": None, "real": str(args.real), "fake": str(args.fake), "epoch": None,
+            "n": n, "seed": seed, **metrics}
+
+
+def memorisation_grid(args: argparse.Namespace, generator: Generator, dataset,
+                      checkpoint: Path, seed: int) -> Path:
+    """--nearest K: K samples, each in a row with its nearest training images."""
+    noise = torch.randn(args.nearest, generator.arch.nz, 1, 1,
+                        generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        samples = generator(noise.to(next(generator.parameters()).device)).float().cpu()
+    indices, distances = nearest_real(samples, dataset)
+    rows = [torch.stack([sample, *(dataset[int(i)] for i in row)])
+            for sample, row in zip(samples, indices)]
+    out = args.out or run_dir_of(checkpoint) / "samples" / f"nearest_seed{seed}.png"
+    save_png(image_grid(torch.cat(rows), nrow=indices.shape[1] + 1), out)
+    log.info("nearest training images (L2 at 32x32) of %d samples: %s; closest distance %.2f, "
+             "median %.2f", args.nearest, out, distances[:, 0].min(), distances[:, 0].median())
+    return out
+
+
 def evaluate(args: argparse.Namespace) -> dict:
+    if args.real is not None or args.fake is not None:
+        if args.real is None or args.fake is None or args.ckpt is not None:
+            raise DCGANError("compare two folders with --real DIR --fake DIR (and no --ckpt)")
+        return compare_folders(args)
+    if args.ckpt is None:
+        raise DCGANError("give --ckpt (a run, checkpoint or generator file), or --real DIR "
+                         "--fake DIR to compare two folders of images")
     checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
     state = None if checkpoint.suffix == ".safetensors" else load_checkpoint(checkpoint)
     cfg = eval_config(state, args)
@@ -95,6 +159,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                          f"{cfg.dataset.name} has {evaluator.real.shape[1]}; name the data set "
                          "it was trained on")
     metrics = evaluator(generator)
+    if args.nearest:
+        memorisation_grid(args, generator, dataset, checkpoint, cfg.eval.seed)
     return {"checkpoint": str(checkpoint), "epoch": state["epoch"] if state else None,
             "step": state["step"] if state else None, "dataset": cfg.dataset.name,
             "n": evaluator.n, "seed": cfg.eval.seed, **metrics}
@@ -107,8 +173,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     metrics = {key: value for key, value in result.items() if isinstance(value, float)}
     line = json.dumps(result)
     # The table and the JSON line are the command's output: stdout, apart from the log on stderr.
-    sys.stdout.write(f"{result['checkpoint']} (epoch {result['epoch']}, {result['n']} images "
-                     f"each)\n{format_table(metrics)}\n{line}\n")
+    what = (f"{result['checkpoint']} (epoch {result['epoch']}" if result["checkpoint"]
+            else f"{result['real']} vs {result['fake']} (")
+    sys.stdout.write(f"{what}, {result['n']} images each)\n{format_table(metrics)}\n{line}\n")
     if args.json is not None:
         args.json.write_text(line + "\n")
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dcgan.errors import DCGANError
-from dcgan.metrics import compute_metrics
+from dcgan.metrics import compute_metrics, flatten_small
 from dcgan.models import in_mode
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,33 @@ class Evaluator:
             parts = [generator(self.noise[i : i + GENERATE_BATCH].to(self.device)).float().cpu()
                      for i in range(0, self.n, GENERATE_BATCH)]
         return torch.cat(parts)
+
+
+NEAREST = 5  # real neighbours shown beside each sample by the memorisation check
+
+
+@torch.no_grad()
+def nearest_real(samples: torch.Tensor, dataset: Dataset, k: int = NEAREST,
+                 batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each sample, its k nearest training images (L2 on the images pooled to 32 x 32,
+    the features of the diversity ratio): (N x k indices into the data set, N x k distances).
+    The whole data set is searched, in batches."""
+    wanted = flatten_small(samples)
+    best_d = torch.full((len(samples), k), float("inf"), dtype=torch.float64)
+    best_i = torch.zeros((len(samples), k), dtype=torch.long)
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        indices = [start + j for j, item in enumerate(items) if isinstance(item, torch.Tensor)]
+        if not indices:
+            continue
+        reals = torch.stack([items[i - start] for i in indices])
+        distances = torch.cdist(wanted.double(), flatten_small(reals).double(),
+                                compute_mode="donot_use_mm_for_euclid_dist")  # a twin is 0
+        merged_d = torch.cat([best_d, distances], dim=1)
+        merged_i = torch.cat([best_i, torch.tensor(indices).expand(len(samples), -1)], dim=1)
+        best_d, order = merged_d.topk(min(k, merged_d.shape[1]), dim=1, largest=False)
+        best_i = merged_i.gather(1, order)
+    return best_i, best_d
 
 
 def format_table(metrics: dict[str, float]) -> str:

@@ -188,7 +188,7 @@ def sliced_wasserstein(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0,
 # Diversity
 # --------------------------------------------------------------------------------------------
 
-def _flatten_small(images: torch.Tensor, size: int = 32) -> torch.Tensor:
+def flatten_small(images: torch.Tensor, size: int = 32) -> torch.Tensor:
     """Average-pool images larger than size x size down to it; return N x D float rows."""
     images = images.detach().float()
     if images.shape[-1] > size or images.shape[-2] > size:
@@ -209,7 +209,7 @@ def mean_pairwise_distance(images: torch.Tensor, *, max_pairs: int = 4096,
     if n < 2:
         raise DCGANError(f"a pairwise distance needs at least 2 images, got {n}; "
                          "evaluate on more samples")
-    rows = _flatten_small(images)
+    rows = flatten_small(images)
     if n * (n - 1) // 2 <= max_pairs:
         return torch.pdist(rows).mean().item()
     generator = torch.Generator().manual_seed(seed)
@@ -268,7 +268,7 @@ def pixel_precision_recall(real: torch.Tensor, fake: torch.Tensor) -> dict[str, 
     """Precision and recall on the images themselves, pooled to 32 x 32 (the features the
     diversity ratio uses): no network or download needed."""
     _check_pair(real, fake)
-    return precision_recall(_flatten_small(real), _flatten_small(fake))
+    return precision_recall(flatten_small(real), flatten_small(fake))
 
 
 # --------------------------------------------------------------------------------------------
