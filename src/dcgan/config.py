@@ -194,6 +194,9 @@ class TrainConfig:
     num_workers: Optional[int] = None  # DataLoader workers; null = chosen for the data set
     log_every: int = 50  # steps between TensorBoard scalars and progress-bar updates
     resume: Optional[str] = None  # a checkpoint file, a run directory, or "auto"
+    init_from: Optional[str] = None  # a new run starting from this checkpoint's weights
+    init_from_optim: bool = False  # init_from: also Adam's moments
+    freeze_d: int = 0  # D's first N convolution blocks stay fixed (Mo et al., 2020)
     ckpt_every_steps: int = 0  # extra step checkpoints every N steps; 0 = only per epoch
     keep_last: int = 3  # numbered checkpoints of each kind to keep; 0 = keep all
     # speed: each default is the fast choice measured on its device (README "Performance")
@@ -273,6 +276,10 @@ def _validate_stabilisers(cfg: DictConfig) -> None:
         _require(cfg.model.d_batchnorm is not True, "loss=wgan_gp needs a discriminator without "
                  "BatchNorm (the penalty is per image); drop model.d_batchnorm=true")
     _validate_augment(cfg.augment)
+    blocks = architecture(cfg).middle_blocks + 1  # D's convolutions but the last one
+    _require(0 <= cfg.freeze_d <= blocks, f"freeze_d must be 0..{blocks} at "
+             f"{cfg.dataset.image_size}x{cfg.dataset.image_size} (the last convolution always "
+             f"trains), got {cfg.freeze_d}")
     noise = cfg.instance_noise
     _require(noise.std >= 0, f"instance_noise.std must be 0 or more, got {noise.std}")
     _require(noise.anneal_epochs is None or noise.anneal_epochs > 0,
@@ -514,7 +521,7 @@ def gan_settings(cfg: DictConfig, steps_per_epoch: int) -> GANSettings:
         ema_decay=cfg.ema.decay, ema_start_step=cfg.ema.start_step,
         ema_half_life_images=cfg.ema.half_life_images,
         ema_rampup=cfg.ema.rampup if cfg.ema.half_life_images is not None else None,
-        recalibrate_bn=cfg.ema.recalibrate_bn)
+        recalibrate_bn=cfg.ema.recalibrate_bn, freeze_d=cfg.freeze_d)
 
 
 def guard_settings(cfg: DictConfig) -> GuardSettings:

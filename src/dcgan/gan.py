@@ -22,7 +22,8 @@ from dcgan.distributed import SINGLE, Distributed, any_rank
 from dcgan.ema import EMA
 from dcgan.errors import DCGANError
 from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
-from dcgan.models import Architecture, Generator, build_models
+from dcgan.models import (Architecture, Generator, architecture_difference, build_models,
+                          freeze_first_blocks)
 from dcgan.sampling import RecalibratedCopy, batchnorm_state
 
 
@@ -54,6 +55,7 @@ class GANSettings:
     ema_half_life_images: Optional[float] = None  # the average's half-life in images
     ema_rampup: Optional[float] = None  # half-life at most this times the images seen so far
     recalibrate_bn: bool = False  # re-estimate the sampling generator's BatchNorm statistics
+    freeze_d: int = 0  # D's first N convolution blocks stay as they are (fine-tuning)
 
     @property
     def ema_on(self) -> bool:
@@ -92,6 +94,7 @@ class GANPair:
             discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
         self.generator = generator.to(device, memory_format=self.memory_format)
         self.discriminator = discriminator.to(device, memory_format=self.memory_format)
+        self.d_trainable = freeze_first_blocks(self.discriminator, settings.freeze_d)
         if settings.compile:
             keep_first_weight_contiguous(self.generator)
         self.g_forward, self.d_forward, self.d_frozen_forward = self._forwards()
@@ -210,7 +213,8 @@ class GANPair:
                 self.refuse_non_finite(loss_g, "generator loss (loss/g)")
             update(loss_g, self.opt_g, self.scaler_g)
         finally:
-            self.discriminator.requires_grad_(True)
+            for parameter in self.d_trainable:  # all but the blocks freeze_d fixes
+                parameter.requires_grad_(True)
         return loss_g.detach()
 
     def refuse_non_finite(self, loss: torch.Tensor, which: str) -> None:
@@ -270,6 +274,27 @@ class GANPair:
                 self.ema.load_state_dict(state["generator_ema"])
             else:  # EMA turned on when resuming: start the average from the live weights
                 self.ema.update(self.generator, 0)
+
+
+def initialise_from(pair: GANPair, state: dict[str, Any], source: str, optimisers: bool) -> None:
+    """Start `pair` from another run's weights (init_from): G, D and the moving average (or G
+    itself where the checkpoint has none), with `optimisers` Adam's moments too."""
+    saved = Architecture(**state["arch"])
+    if saved != pair.settings.arch:
+        raise DCGANError(f"init_from={source}: its networks differ from this run's: "
+                         f"{architecture_difference(saved, pair.settings.arch)}")
+    pair.generator.load_state_dict(state["generator"])
+    pair.discriminator.load_state_dict(state["discriminator"])
+    if optimisers:
+        pair.opt_g.load_state_dict(state["opt_g"])
+        pair.opt_d.load_state_dict(state["opt_d"])
+        pair.set_learning_rates()  # this run's rates, not the checkpoint's
+    if pair.ema is not None:
+        if "generator_ema" in state:
+            pair.ema.load_state_dict(state["generator_ema"])
+        else:
+            pair.ema.copy_from(pair.generator)
+    pair.recalibrated.stale = True
 
 
 def what_d_sees(images: torch.Tensor, settings: GANSettings, step: int) -> torch.Tensor:

@@ -137,6 +137,28 @@ class Discriminator(nn.Module):
         return self.main(images).flatten()
 
 
+def freeze_first_blocks(discriminator: Discriminator, blocks: int) -> list[nn.Parameter]:
+    """Fix D's first `blocks` convolution blocks (each convolution and what follows it up to
+    the next; Mo et al., 2020, "Freeze the Discriminator"); returns the parameters that still
+    train."""
+    convolutions, trainable = 0, []
+    for layer in discriminator.main:
+        convolutions += isinstance(layer, nn.Conv2d)
+        for parameter in layer.parameters():
+            if convolutions <= blocks:
+                parameter.requires_grad_(False)
+            else:
+                trainable.append(parameter)
+    return trainable
+
+
+def architecture_difference(saved: Architecture, wanted: Architecture) -> str:
+    """What differs between two architectures, e.g. "ngf 64 (checkpoint) vs 32 (config)"."""
+    return ", ".join(f"{name} {getattr(saved, name)} (checkpoint) vs {getattr(wanted, name)} "
+                     "(config)" for name in saved.__dataclass_fields__
+                     if getattr(saved, name) != getattr(wanted, name))
+
+
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation: convolutions N(0, 0.02) (bias, where there is one, 0); BatchNorm
     weight N(1, 0.02), bias 0. A spectrally normalised convolution has its raw weight drawn

@@ -23,7 +23,7 @@ from dcgan.config import apply_resume_overrides, resolve, to_plain_dict, validat
 from dcgan.data import build_dataset
 from dcgan.distributed import SINGLE, Distributed
 from dcgan.errors import DCGANError
-from dcgan.gan import GANPair
+from dcgan.gan import GANPair, initialise_from
 from dcgan.hooks.augmentation import AdaptiveAugmentation
 from dcgan.hooks.bad_files import BadFiles
 from dcgan.hooks.checkpoints import Checkpoints
@@ -91,6 +91,11 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
             trainer.load_state_dict(resumed[1])
         except DCGANError as error:
             raise DCGANError(f"cannot resume from {resumed[0]}: {error}") from error
+    elif cfg.init_from:  # (a fine-tuning run that was resumed goes on from its own state)
+        source = resolve_checkpoint(cfg.init_from)
+        initialise_from(trainer.gan, load_checkpoint(source), str(source), cfg.init_from_optim)
+        log.info("starting from the weights of %s%s", source,
+                 " and its optimiser moments" if cfg.init_from_optim else "")
     if layout.is_main:
         write_config(run_dir, cfg)
     log.info("run directory: %s (%d images, device %s%s)", run_dir, len(dataset), device,
