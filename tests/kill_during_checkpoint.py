@@ -24,6 +24,7 @@ from dcgan.checkpoint import REQUIRED_KEYS, load_generator_file
 
 TRAIN_ARGS = ["dataset=fake", "dataset.size=100000", "model.ngf=32", "model.ndf=32",
               "model.nz=32", "batch_size=4", "ckpt_every_steps=1", "keep_last=2", "epochs=1",
+              "ema.recalibrate_bn=false",  # the save is the write alone, where the kills must land
               "log_every=1000", "device=cpu", "resume=auto"]
 
 

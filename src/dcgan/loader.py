@@ -96,3 +96,13 @@ def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Opti
         generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler
+
+
+def release_workers(loader: DataLoader) -> None:
+    """Stop a DataLoader's worker processes (kept alive across epochs) now, as training ends,
+    rather than at interpreter exit, where a torchrun process was seen waiting on its worker
+    forever."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None

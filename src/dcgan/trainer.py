@@ -23,7 +23,7 @@ from dcgan.distributed import (SINGLE, Distributed, any_rank, gather_objects,
                                window_over_ranks)
 from dcgan.gan import GANPair, NonFiniteLoss
 from dcgan.hooks.base import Answer, Hook, Hooks, Interrupted, RollBack, Stop
-from dcgan.loader import batches_per_epoch, build_loader
+from dcgan.loader import batches_per_epoch, build_loader, release_workers
 from dcgan.loggers import Loggers
 from dcgan.runtime import StopSignals, capture_rng, restore_rng, seed_everything
 
@@ -72,8 +72,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps (batches) completed
         self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch stop)
-        # Reading a loss on the host waits for the device: free on the CPU, so check every
-        # step there; on accelerators check only on the logged steps.
+        # a loss read on the host waits for the device: every step on the CPU, else per window
         self.check_every = 1 if self.device.type == "cpu" else settings.log_every
         self.stop = StopSignals()  # replaced by fit()'s caller to honour Ctrl-C / SIGTERM
         self.last_metrics: dict[str, float] = {}  # the newest logged window, for summaries
@@ -82,13 +81,18 @@ class Trainer:
 
     @property
     def batches_per_epoch(self) -> int:
-        return batches_per_epoch(len(self.dataset), self.settings.batch_size,
-                                 self.layout.world_size)
+        return batches_per_epoch(len(self.dataset), self.settings.batch_size, self.layout.world_size)
 
     # -- the whole run -----------------------------------------------------------------------
 
     def fit(self) -> Outcome:
         """Train up to settings.epochs, or until a signal or a hook stops the run."""
+        try:
+            return self._fit()
+        finally:  # the loader's worker processes go with the run, not at interpreter exit
+            release_workers(self.loader)
+
+    def _fit(self) -> Outcome:
         self.hooks.call("on_fit_start", self)
         self.refresh_settings()
         if self.epoch >= self.settings.epochs:
@@ -203,10 +207,8 @@ class Trainer:
         return values
 
     def stop_agreed(self) -> bool:
-        """Whether to stop after this step: a signal here, or (under torchrun) on any rank.
-
-        Ranks compare on the steps where losses are checked, so they all stop at the same step.
-        """
+        """Whether to stop after this step: a signal here, or (under torchrun) on any rank;
+        ranks compare on the steps where losses are checked, so all stop at the same step."""
         if not self.layout.enabled:
             return self.stop.requested
         if self.step % self.check_every:
@@ -215,8 +217,7 @@ class Trainer:
 
     # -- hooks -------------------------------------------------------------------------------
 
-    def refresh_settings(self) -> None:
-        """The configured GAN settings with what every hook changed (e.g. lowered rates)."""
+    def refresh_settings(self) -> None:  # the configured GAN settings with the hooks' changes
         settings = self.hooks.adjust(self.base_settings)
         if settings != self.gan.settings:
             self.gan.reconfigure(settings)
