@@ -89,7 +89,7 @@ def render_page(run_dir: Path, history: RunHistory, status: str) -> str:
         "<h2>Checkpoints</h2>",
         checkpoints_html(run_dir),
         "<h2>Commands</h2>",
-        commands_html(run_dir, history),
+        commands_html(run_dir, epochs[-1][0] if epochs else 0),
         "<h2>Config</h2>",
         f"<pre>{html.escape(read_text(run_dir / 'config.yaml'))}</pre>",
     ]
@@ -220,9 +220,8 @@ def checkpoints_html(run_dir: Path) -> str:
     return f'<table class="files">{"".join(rows)}</table>'
 
 
-def commands_html(run_dir: Path, history: RunHistory) -> str:
-    epochs = epoch_grids(run_dir)
-    more = (epochs[-1][0] if epochs else 0) + 5
+def commands_html(run_dir: Path, last_epoch: int) -> str:
+    more = last_epoch + 5
     commands = [
         ("continue training", f"dcgan-train resume={run_dir} epochs={more}"),
         ("sample", f"dcgan-sample --ckpt {run_dir} --n 64 --out grid.png"),
