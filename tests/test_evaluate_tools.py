@@ -72,3 +72,110 @@ def test_the_memorisation_grid(cli, trained_run, tmp_path):
     grid = Image.open(out)
     assert grid.size == (6 * 66 + 2, 3 * 66 + 2)  # a sample and its 5 nearest, 3 rows
     assert "nearest training images" in result.stderr
+
+
+# -- FID: Inception once per run, the real features once per data set ---------------------------
+
+class CountingFeatures(torch.nn.Module):
+    """A stand-in for Inception (its weights are not on this machine): 12 pooled colour and
+    edge features of uint8 RGB images, counting every image it is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images_seen = 0
+        self.conv = torch.nn.Conv2d(3, 12, 5, stride=2)
+        torch.nn.init.normal_(self.conv.weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.zeros_(self.conv.bias)  # every one loaded is the same network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        assert images.dtype == torch.uint8
+        self.images_seen += len(images)
+        return self.conv(images.float() / 255).relu().mean(dim=(2, 3))
+
+
+@pytest.fixture
+def fake_inception(monkeypatch, tmp_path):
+    """dcgan.evaluation loads CountingFeatures instead of Inception; returns the list of networks
+    loaded and the (dummy) weights file to name."""
+    loaded: list[CountingFeatures] = []
+
+    def load(_weights=None):
+        loaded.append(CountingFeatures())
+        return loaded[-1]
+
+    monkeypatch.setattr("dcgan.evaluation.load_inception", load)
+    weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    weights.write_bytes(b"a stand-in")
+    return loaded, weights
+
+
+def small_generator() -> torch.nn.Module:
+    from dcgan.models import Architecture, Generator
+
+    torch.manual_seed(0)
+    return Generator(Architecture(nz=16, ngf=8, ndf=8, channels=3, image_size=64))
+
+
+def test_fid_features_of_the_real_images_are_computed_once_and_cached(fake_inception, tmp_path,
+                                                                        caplog):
+    from dcgan.evaluation import Evaluator
+    from dcgan.metrics import compute_metrics
+
+    loaded, weights = fake_inception
+    dataset = TensorImages(torch.rand(40, 3, 64, 64) * 2 - 1)
+    cache = tmp_path / "run" / "eval_cache" / "features.pt"
+    generator = small_generator()
+
+    def evaluator() -> Evaluator:
+        return Evaluator(dataset, 32, 16, 7, torch.device("cpu"), fid=True,
+                         inception_weights=str(weights), feature_cache=cache)
+
+    first = evaluator()
+    metrics = [first(generator), first(generator)]
+    assert len(loaded) == 1  # Inception loaded once, for both evaluations
+    assert loaded[0].images_seen == 32 + 2 * 32  # the real images once, the fakes each time
+    assert metrics[0]["fid"] == metrics[1]["fid"] > 0
+    direct = compute_metrics(first.real, first.generate(generator), seed=7, fid=True,
+                             feature_extractor=loaded[0])  # no cache: what it must equal
+    assert metrics[0]["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    assert metrics[0]["inception_recall"] == direct["inception_recall"]
+    assert cache.is_file()
+
+    second = evaluator()  # a resumed run: the real features come from the file
+    assert second(generator)["fid"] == metrics[0]["fid"]
+    assert loaded[1].images_seen == 32
+
+    cache.write_bytes(cache.read_bytes()[:100])  # torn: computed again, and the file rewritten
+    with caplog.at_level("WARNING"):
+        assert evaluator()(generator)["fid"] == metrics[0]["fid"]
+    assert "ignoring the cached Inception features" in caplog.text
+    assert loaded[2].images_seen == 64
+
+    other = Evaluator(dataset, 32, 16, 8, torch.device("cpu"), fid=True,  # other real images
+                      inception_weights=str(weights), feature_cache=cache)
+    other(generator)
+    assert loaded[3].images_seen == 64 and "belong to other images" in caplog.text
+    assert evaluator()(generator)["fid"] == metrics[0]["fid"]  # and back: computed again
+
+
+def test_training_with_fid_loads_inception_once_and_keeps_the_features_in_the_run(
+        fake_inception, make_config, tmp_path):
+    from dcgan.config import validate
+    from dcgan.data import build_dataset
+    from dcgan.run import build_trainer
+    from tests.conftest import TINY
+
+    loaded, weights = fake_inception
+    cfg = make_config(*TINY, "epochs=2", "eval.every=1", "eval.n_samples=24", "eval.fid=true",
+                      f"eval.inception_weights={weights}")
+    validate(cfg)
+    trainer = build_trainer(cfg, build_dataset(cfg.dataset), tmp_path, torch.device("cpu"))
+    assert trainer.fit().finished
+    assert len(loaded) == 1 and loaded[0].images_seen == 24 + 2 * 24  # two evaluations
+    cached = list((tmp_path / "eval_cache").iterdir())
+    assert [path.name for path in cached] == ["inception-mnist10k-test-64px-n24-seed1234.pt"]
+    assert {"fid", "kid", "inception_precision"} <= set(trainer.epoch_metrics)
+    # dcgan-eval on this run's checkpoints reads and writes the same file
+    from dcgan.evaluate import run_feature_cache
+
+    assert run_feature_cache(tmp_path / "checkpoints" / "best.pt", cfg) == cached[0]

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -28,7 +28,8 @@ from dcgan.checkpoint import load_checkpoint, load_generator, resolve_checkpoint
 from dcgan.config import TrainConfig, compose_config, from_plain_dict, validate
 from dcgan.data import build_dataset
 from dcgan.errors import DCGANError, reports_errors
-from dcgan.evaluation import Evaluator, format_table, nearest_real, real_subset
+from dcgan.evaluation import (FEATURE_CACHE_DIR, Evaluator, feature_cache_name, format_table,
+                              nearest_real, real_subset)
 from dcgan.images import image_grid, save_png
 from dcgan.metrics import compute_metrics, inception_weights_path
 from dcgan.models import Generator
@@ -153,7 +154,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     generator = load_generator(checkpoint, device, state=state)  # read and checked once
     dataset = build_dataset(cfg.dataset)
     evaluator = Evaluator(dataset, cfg.eval.n_samples, generator.arch.nz, cfg.eval.seed,
-                          device, cfg.eval.fid, cfg.eval.inception_weights)
+                          device, cfg.eval.fid, cfg.eval.inception_weights,
+                          run_feature_cache(checkpoint, cfg))
     if generator.arch.channels != evaluator.real.shape[1]:
         raise DCGANError(f"{checkpoint} makes {generator.arch.channels}-channel images but "
                          f"{cfg.dataset.name} has {evaluator.real.shape[1]}; name the data set "
@@ -164,6 +166,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     return {"checkpoint": str(checkpoint), "epoch": state["epoch"] if state else None,
             "step": state["step"] if state else None, "dataset": cfg.dataset.name,
             "n": evaluator.n, "seed": cfg.eval.seed, **metrics}
+
+
+def run_feature_cache(checkpoint: Path, cfg: Any) -> Path:
+    """Where the real subset's Inception features are cached for a checkpoint: its run's own
+    cache (shared with training), or beside a file that is not in a run."""
+    return run_dir_of(checkpoint) / FEATURE_CACHE_DIR / feature_cache_name(
+        cfg.dataset.name, cfg.dataset.split, cfg.dataset.image_size, cfg.eval.n_samples,
+        cfg.eval.seed)
 
 
 @reports_errors

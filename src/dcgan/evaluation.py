@@ -2,25 +2,39 @@
 what `dcgan-eval` prints. The numbers themselves come from dcgan.metrics.
 
 The real subset, the latent noise and the metric's own randomness are all fixed by one seed,
-so two evaluations differ only because the generator did.
+so two evaluations differ only because the generator did. With FID on, the Inception network
+is loaded once per evaluator and the real subset's features are computed once: kept in memory
+and, given a cache file, on disk (a resumed run or a later dcgan-eval reads them back).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from dcgan.atomic import atomic_path
 from dcgan.errors import DCGANError
-from dcgan.metrics import compute_metrics, flatten_small
+from dcgan.images import to_uint8
+from dcgan.metrics import (compute_metrics, extract_features, flatten_small, inception_weights_path,
+                           load_inception)
 from dcgan.models import in_mode
 
 log = logging.getLogger(__name__)
 
 GENERATE_BATCH = 256
+FEATURE_CACHE_DIR = "eval_cache"  # in the run directory
+
+
+def feature_cache_name(dataset: str, split: str, image_size: int, n_samples: int,
+                       seed: int) -> str:
+    """The file name of a real subset's Inception features: the subset is fixed by these."""
+    return f"inception-{dataset}-{split}-{image_size}px-n{n_samples}-seed{seed}.pt"
 
 
 def real_subset(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
@@ -44,20 +58,76 @@ class Evaluator:
 
     def __init__(self, dataset: Dataset, n_samples: int, nz: int, seed: int,
                  device: torch.device, fid: bool = False,
-                 inception_weights: Optional[str] = None):
+                 inception_weights: Optional[str] = None, feature_cache: Optional[Path] = None):
         self.real = real_subset(dataset, n_samples, seed)
         self.n = self.real.shape[0]  # as many generated as real images
         self.noise = torch.randn(self.n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
         self.seed, self.device = seed, device
         self.fid, self.inception_weights = fid, inception_weights
+        self.feature_cache = feature_cache
+        self._inception: Optional[nn.Module] = None  # loaded by the first FID evaluation
+        self._real_features: Optional[torch.Tensor] = None  # N x 2048, computed once
         if self.n < n_samples:
             log.info("evaluating on all %d images of the data set (eval.n_samples=%d)",
                      self.n, n_samples)
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         fake = self.generate(generator)
-        return compute_metrics(self.real, fake, seed=self.seed, fid=self.fid,
-                               inception_weights=self.inception_weights, device=self.device)
+        if not self.fid:
+            return compute_metrics(self.real, fake, seed=self.seed)
+        return compute_metrics(self.real, fake, seed=self.seed, fid=True,
+                               feature_extractor=self.inception(),
+                               real_features=self.real_features(), device=self.device)
+
+    def inception(self) -> nn.Module:
+        """The FID Inception network, loaded on first use and kept."""
+        if self._inception is None:
+            self._inception = load_inception(self.inception_weights).to(self.device)
+        return self._inception
+
+    def real_features(self) -> torch.Tensor:
+        """The real subset's Inception features: from memory, else the cache file, else
+        computed (and written to the cache file)."""
+        if self._real_features is None:
+            self._real_features = self._read_feature_cache()
+        if self._real_features is None:
+            self._real_features = extract_features(self.real, self.inception())
+            self._write_feature_cache(self._real_features)
+        return self._real_features
+
+    def _fingerprint(self) -> dict[str, str]:
+        """What the cached features must have been computed from: these very images (their
+        uint8 bytes) and the same weights file (its name and size)."""
+        weights = inception_weights_path(self.inception_weights)
+        images = hashlib.sha256(to_uint8(self.real).numpy().tobytes()).hexdigest()
+        return {"images": images, "weights": f"{weights.name}:{weights.stat().st_size}"}
+
+    def _read_feature_cache(self) -> Optional[torch.Tensor]:
+        path = self.feature_cache
+        if path is None or not path.is_file():
+            return None
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            features, fingerprint = cached["features"], cached["fingerprint"]
+        except Exception as error:  # torn, foreign or from another version: computed again
+            log.warning("ignoring the cached Inception features %s (%s: %s); computing them "
+                        "again", path, type(error).__name__, error)
+            return None
+        if fingerprint != self._fingerprint() or features.shape[0] != self.n:
+            log.warning("the cached Inception features %s belong to other images or weights; "
+                        "computing them again", path)
+            return None
+        log.info("read the real images' Inception features from %s", path)
+        return features
+
+    def _write_feature_cache(self, features: torch.Tensor) -> None:
+        if self.feature_cache is None:
+            return
+        try:
+            with atomic_path(self.feature_cache) as tmp:
+                torch.save({"features": features, "fingerprint": self._fingerprint()}, tmp)
+        except DCGANError as error:  # a cache that cannot be written only costs time
+            log.warning("could not cache the Inception features: %s", error)
 
     @torch.no_grad()
     def generate(self, generator: nn.Module) -> torch.Tensor:

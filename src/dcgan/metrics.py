@@ -391,7 +391,8 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subset_size: in
 
 def fid_kid(real: torch.Tensor, fake: torch.Tensor, *, feature_extractor: nn.Module | None = None,
             inception_weights: str | Path | None = None, kid_subset_size: int = 100,
-            seed: int = 0, device: torch.device | str | None = None) -> dict[str, float]:
+            seed: int = 0, device: torch.device | str | None = None,
+            real_features: torch.Tensor | None = None) -> dict[str, float]:
     """Return {"fid", "kid", "kid_std", "inception_precision", "inception_recall"} between real
     and generated images.
 
@@ -399,7 +400,9 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, *, feature_extractor: nn.Mod
     else from the FID InceptionV3 loaded from `inception_weights` or the torch hub cache,
     never downloaded: a missing file raises InceptionUnavailable before the images are
     looked at. Inception runs on `device` (default: the real images' device). KID uses
-    100 subsets of min(kid_subset_size, N) images drawn from `seed`.
+    100 subsets of min(kid_subset_size, N) images drawn from `seed`. `real_features`, when
+    given, are the real images' features computed earlier by the same extractor (an
+    evaluator's cache): the real images are then not run through it again.
     """
     if feature_extractor is None:
         inception_weights_path(inception_weights)  # fail fast, before any work
@@ -410,7 +413,8 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, *, feature_extractor: nn.Mod
     extractor = feature_extractor
     if extractor is None:
         extractor = load_inception(inception_weights).to(device or real.device)
-    features_real = extract_features(real, extractor)
+    features_real = (extract_features(real, extractor) if real_features is None
+                     else real_features.double().cpu())
     features_fake = extract_features(fake, extractor)
     kid, kid_std = kid_from_features(features_real, features_fake,
                                      subset_size=kid_subset_size, seed=seed)
@@ -427,12 +431,13 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, *, feature_extractor: nn.Mod
 def compute_metrics(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0, fid: bool = False,
                     inception_weights: str | Path | None = None,
                     feature_extractor: nn.Module | None = None,
-                    device: torch.device | str | None = None) -> dict[str, float]:
+                    device: torch.device | str | None = None,
+                    real_features: torch.Tensor | None = None) -> dict[str, float]:
     """Return SWD ("swd/<res>", "swd/mean"), "diversity", "precision"/"recall" (on pixels) and,
     if `fid`, "fid"/"kid"/"kid_std" and "inception_precision"/"inception_recall".
 
     `device` is where Inception runs (default: the images' device); SWD and diversity run
-    where the images are.
+    where the images are; `real_features` as in fid_kid.
     """
     if fid and feature_extractor is None:
         inception_weights_path(inception_weights)  # fail fast, before the SWD work
@@ -441,5 +446,6 @@ def compute_metrics(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0, fi
     metrics.update(pixel_precision_recall(real, fake))
     if fid:
         metrics.update(fid_kid(real, fake, feature_extractor=feature_extractor,
-                               inception_weights=inception_weights, seed=seed, device=device))
+                               inception_weights=inception_weights, seed=seed, device=device,
+                               real_features=real_features))
     return metrics

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
@@ -35,8 +36,9 @@ class Evaluation(Hook):
     name = "evaluation"
 
     def __init__(self, settings: EvaluationSettings, dataset: Dataset, device: torch.device,
-                 layout: Distributed = SINGLE):
+                 layout: Distributed = SINGLE, feature_cache: Optional[Path] = None):
         self.settings, self.dataset, self.device, self.layout = settings, dataset, device, layout
+        self.feature_cache = feature_cache  # the real subset's Inception features (FID on)
         self.evaluator: Optional[Evaluator] = None  # built on first use (reads real images)
         self.metrics: dict[str, float] = {}  # the newest evaluation
 
@@ -66,7 +68,7 @@ class Evaluation(Hook):
         if self.evaluator is None:
             s = self.settings
             self.evaluator = Evaluator(self.dataset, s.n_samples, nz, s.seed, self.device,
-                                       s.fid, s.inception_weights)
+                                       s.fid, s.inception_weights, self.feature_cache)
         return self.evaluator
 
     def state_dict(self) -> dict[str, Any]:
