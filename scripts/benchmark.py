@@ -9,19 +9,23 @@ Measures, at the default architecture (64x64, ngf=ndf=64, 3 channels, batch 128)
     D's weights keep requiring grad during the G step, .item() every step, default Adam).
     Timed windows of the two alternate so drift on a shared machine hits both; the ratio is
     the median of the paired window ratios.
-  - the machine's ceiling: one large convolution forward+backward (channels_last) in FLOP/s,
-    and the project's step as a fraction of it (training FLOPs counted from the architecture).
+  - float32 and, on CPUs that compute bf16 natively (AMX or AVX512-BF16; --bf16 forces it), bf16
+    autocast, each beside the textbook loop in the same alternating windows.
+  - the ceiling of each precision: every convolution of the step (forward, input gradient,
+    weight gradient) timed alone at its own shape, layout and precision, summed as often as a
+    step runs it; the step's time as a fraction of that (FLOPs counted from the architecture).
   - the data path: CelebA JPEG decode + crop + resize through the project's DataLoader (default
     workers) versus the decoded-image cache (dcgan-prepare).
   - sampling: images per second of dcgan-sample's generator.
-  - the trainer with one non-default setting each: precision=bf16 on a CPU; precision=fp32,
-    precision=fp16, channels_last=false and compile=true on CUDA (default there: bf16 autocast).
+  - on CUDA, the trainer with one non-default setting each: precision=fp32, precision=fp16,
+    channels_last=false and compile=true (default there: bf16 autocast).
 Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,8 +45,9 @@ from dcgan.config import gan_settings
 from dcgan.data import build_dataset
 from dcgan.gan import GANPair
 from dcgan.loader import build_loader
-from dcgan.models import Architecture, Generator
-from dcgan.runtime import configure_backends, resolve_device, seed_everything
+from dcgan.models import Architecture, Discriminator, Generator
+from dcgan.runtime import (configure_backends, cpu_has_native_bf16, resolve_device,
+                           seed_everything)
 from dcgan.sample import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,19 +154,80 @@ def training_flops_per_image(arch: Architecture) -> float:
     return 2.0 * (d_step + g_step)
 
 
-def conv_ceiling(device: torch.device, iterations: int) -> float:
-    """FLOP/s of one large channels_last convolution forward + backward (input and weights)."""
-    conv = nn.Conv2d(256, 512, 4, 2, 1, bias=False).to(device, memory_format=torch.channels_last)
-    x = torch.randn(128, 256, 16, 16, device=device).contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
+def conv_layers(arch: Architecture, batch: int) -> list[tuple[str, nn.Module, tuple, tuple]]:
+    """Every convolution of one training step: (name, layer, input shape, (forward, input-grad,
+    weight-grad passes per step)) at this batch size. The counts are training_flops_per_image's:
+    D runs forward three times (real and fake in its own step, fake in G's step), with weight
+    gradients in its own step only and input gradients wherever a gradient flows to its input
+    (its first layer: in G's step only); G runs forward once and backward once, with no input
+    gradient at its first layer (the noise)."""
+    shapes: dict[nn.Module, tuple] = {}
 
-    def once():
-        conv(x).sum().backward()
+    def record(module: nn.Module, inputs: tuple) -> None:
+        shapes.setdefault(module, tuple(inputs[0].shape))
 
-    once()
-    seconds = timed(once, iterations, device)
-    macs = 128 * 256 * 512 * 16 * 8 * 8
-    return 3 * 2 * macs * iterations / seconds
+    generator, discriminator = Generator(arch), Discriminator(arch)
+    handles = [m.register_forward_pre_hook(record)
+               for net in (generator, discriminator) for m in net.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    with torch.no_grad():
+        discriminator(generator(torch.randn(batch, arch.nz, 1, 1)))
+    for handle in handles:
+        handle.remove()
+    layers, g_index, d_index = [], 0, 0
+    for layer, shape in shapes.items():
+        if isinstance(layer, nn.ConvTranspose2d):
+            layers.append((f"G{g_index}", layer, shape, (1, 0 if g_index == 0 else 1, 1)))
+            g_index += 1
+        else:
+            layers.append((f"D{d_index}", layer, shape, (3, 1 if d_index == 0 else 3, 2)))
+            d_index += 1
+    return layers
+
+
+def best_seconds(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up (and oneDNN's primitive cache)
+    return min(timed(fn, 1, device) for _ in range(repeats))
+
+
+def step_ceiling(arch: Architecture, batch: int, device: torch.device,
+                 dtype: Optional[torch.dtype], repeats: int) -> dict:
+    """The least time the step's convolutions can take on this machine: each layer's forward,
+    input-gradient and weight-gradient pass timed alone (best of `repeats`) at its own shape, in
+    the layout (channels_last) and precision (autocast to `dtype`, None: float32) the trainer
+    uses, times how often one step runs it. Returns that time and the FLOP/s it implies."""
+    seconds = 0.0
+    for _, template, shape, (forwards, input_grads, weight_grads) in conv_layers(arch, batch):
+        layer = template.to(device, memory_format=torch.channels_last)
+        x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
+
+        def autocast():
+            return (torch.autocast(device.type, dtype=dtype) if dtype is not None
+                    else contextlib.nullcontext())
+
+        def forward_only() -> None:
+            with torch.no_grad(), autocast():
+                layer(x)
+
+        def with_input_grad() -> None:  # forward + the input gradient alone
+            layer.weight.requires_grad_(False)
+            with autocast():
+                out = layer(x.detach().requires_grad_(True))
+            out.backward(torch.ones_like(out))
+
+        def with_weight_grad() -> None:  # forward + the weight gradient alone
+            layer.weight.requires_grad_(True)
+            layer.weight.grad = None
+            with autocast():
+                out = layer(x)
+            out.backward(torch.ones_like(out))
+
+        t_forward = best_seconds(forward_only, repeats, device)
+        t_input = max(best_seconds(with_input_grad, repeats, device) - t_forward, 0.0)
+        t_weight = max(best_seconds(with_weight_grad, repeats, device) - t_forward, 0.0)
+        seconds += forwards * t_forward + input_grads * t_input + weight_grads * t_weight
+    flops = training_flops_per_image(arch) * batch
+    return {"seconds": seconds, "gflop_s": flops / seconds / 1e9}
 
 
 def synthetic_celeba(folder: Path, count: int) -> Path:
@@ -190,12 +257,19 @@ def project_trainer(device, batch, *overrides) -> GANPair:
     return GANPair(gan_settings(cfg, steps_per_epoch=1), device)
 
 
+def precisions_for(device: torch.device, force_bf16: bool) -> list[str]:
+    """The precisions the trainer is timed at beside the textbook loop: on a CPU float32, and
+    bf16 where the CPU computes it natively (or when asked); on CUDA the default, bf16."""
+    if device.type == "cuda":
+        return ["bf16"]
+    return ["fp32", "bf16"] if force_bf16 or cpu_has_native_bf16() else ["fp32"]
+
+
 def variants_for(device: torch.device) -> list[str]:
-    """The non-default settings worth a row on this device: bf16 is opt-in on CPUs (fast with
-    AMX, many times slower without); on CUDA the default is bf16, so fp32, fp16 and compile."""
+    """The other settings worth a row on this device (CUDA: fp32, fp16, layout, compile)."""
     if device.type == "cuda":
         return ["precision=fp32", "precision=fp16", "channels_last=false", "compile=true"]
-    return ["precision=bf16"]
+    return []
 
 
 def measure_variant(device, batch, windows, steps, warmup, override: str) -> float:
@@ -207,24 +281,30 @@ def measure_variant(device, batch, windows, steps, warmup, override: str) -> flo
     return statistics.median(batch * steps / timed(step, steps, device) for _ in range(windows))
 
 
-def measure_training(device, batch, windows, steps, warmup) -> dict:
-    trainer = project_trainer(device, batch)
+def measure_training(device, batch, windows, steps, warmup, precisions: list[str]) -> dict:
+    """The textbook loop and the trainer at each precision, in alternating timed windows; the
+    ratios are medians of the paired windows."""
+    trainers = {p: project_trainer(device, batch, f"precision={p}") for p in precisions}
     reference = ReferenceLoop(device)
     real = torch.rand(batch, 3, 64, 64).mul_(2).sub_(1)
     if device.type == "cuda":
         real = real.pin_memory()
-    project_step = lambda: trainer.train_step(real, 0)  # noqa: E731
-    reference_step = lambda: reference.step(real)  # noqa: E731
-    timed(project_step, warmup, device)
-    timed(reference_step, warmup, device)
-    project, ref, ratios = [], [], []
+    steps_of = {"reference": lambda: reference.step(real),
+                **{p: (lambda t=t: t.train_step(real, 0)) for p, t in trainers.items()}}
+    for fn in steps_of.values():
+        timed(fn, warmup, device)
+    rates: dict[str, list[float]] = {name: [] for name in steps_of}
     for _ in range(windows):
-        r = batch * steps / timed(reference_step, steps, device)
-        p = batch * steps / timed(project_step, steps, device)
-        project.append(p), ref.append(r), ratios.append(p / r)
-    return {"project_img_s": statistics.median(project),
-            "reference_img_s": statistics.median(ref), "ratio": statistics.median(ratios),
-            "ratio_windows": [round(x, 3) for x in ratios], "arch": trainer.settings.arch}
+        for name, fn in steps_of.items():
+            rates[name].append(batch * steps / timed(fn, steps, device))
+    ref = rates.pop("reference")
+    return {"reference_img_s": statistics.median(ref),
+            "img_s": {p: statistics.median(r) for p, r in rates.items()},
+            "ratio": {p: statistics.median(x / y for x, y in zip(r, ref))
+                      for p, r in rates.items()},
+            "ratio_windows": {p: [round(x / y, 3) for x, y in zip(r, ref)]
+                              for p, r in rates.items()},
+            "arch": next(iter(trainers.values())).settings.arch}
 
 
 def measure_data(count: int, training_img_s: float) -> dict:
@@ -257,6 +337,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer windows: under a minute")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--bf16", action="store_true",
+                        help="time bf16 on a CPU even without native bf16 (slow there)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     configure_backends(device, None)  # cudnn.benchmark on CUDA, as in the textbook example too
@@ -265,46 +347,74 @@ def main() -> None:
         steps, warmup = steps * 20, warmup * 10
     torch.manual_seed(0)
 
-    train = measure_training(device, args.batch_size, windows, steps, warmup)
+    precisions = precisions_for(device, args.bf16)
+    train = measure_training(device, args.batch_size, windows, steps, warmup, precisions)
     arch = train.pop("arch")
     flops = training_flops_per_image(arch)
     variants = {override: measure_variant(device, args.batch_size, windows, steps, warmup, override)
                 for override in variants_for(device)}
-    ceiling = conv_ceiling(device, 2 if args.quick else 5)
-    data = measure_data(256 if args.quick else 2048, train["project_img_s"])
+    ceilings = {p: step_ceiling(arch, args.batch_size, device,
+                                None if p == "fp32" else torch.bfloat16, 2 if args.quick else 5)
+                for p in precisions}
+    fractions = {p: ceilings[p]["seconds"] / (args.batch_size / train["img_s"][p])
+                 for p in precisions}
+    data = measure_data(256 if args.quick else 2048, max(train["img_s"].values()))
     sampling = measure_sampling(device, arch, 512 if args.quick else 2048)
 
     result = {
-        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": str(device), "cpu": cpu_name(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "native_bf16": cpu_has_native_bf16(),
         "batch_size": args.batch_size, "quick": args.quick, **train,
-        "variants_img_s": variants,
-        "train_gflop_per_img": flops / 1e9, "ceiling_gflop_s": ceiling / 1e9,
-        "project_gflop_s": train["project_img_s"] * flops / 1e9,
-        "fraction_of_ceiling": train["project_img_s"] * flops / ceiling,
-        **data, "sample_img_s": sampling,
+        "variants_img_s": variants, "train_gflop_per_img": flops / 1e9,
+        "ceiling_gflop_s": {p: c["gflop_s"] for p, c in ceilings.items()},
+        "project_gflop_s": {p: v * flops / 1e9 for p, v in train["img_s"].items()},
+        "fraction_of_ceiling": fractions, **data, "sample_img_s": sampling,
     }
-    rows = [
-        ("training, dcgan trainer (defaults)", f"{result['project_img_s']:.1f} img/s"),
-        ("training, textbook reference loop", f"{result['reference_img_s']:.1f} img/s"),
-        ("ratio dcgan / reference (median of paired windows)", f"{result['ratio']:.2f}x"),
+    rows = [("training, textbook reference loop", f"{result['reference_img_s']:.1f} img/s")]
+    for p in precisions:
+        rows += [
+            (f"training, dcgan trainer, precision={p}", f"{train['img_s'][p]:.1f} img/s"),
+            ("  ratio to the reference (median of paired windows)", f"{train['ratio'][p]:.2f}x"),
+            (f"  step's own convolutions, each alone at its best ({p})",
+             f"{ceilings[p]['gflop_s']:.0f} GFLOP/s"),
+            ("  dcgan step / that ceiling", f"{100 * fractions[p]:.0f}%"),
+        ]
+    rows += [
         *((f"training, dcgan trainer with {override}", f"{value:.1f} img/s")
           for override, value in variants.items()),
         ("training FLOPs per image (from the architecture)", f"{result['train_gflop_per_img']:.2f} GFLOP"),
-        ("conv fwd+bwd ceiling", f"{result['ceiling_gflop_s']:.0f} GFLOP/s"),
-        ("dcgan step / ceiling", f"{100 * result['fraction_of_ceiling']:.0f}%"),
         (f"data: JPEG decode ({data['data_source']}, default workers)", f"{result['data_jpeg_img_s']:.0f} img/s"),
         ("data: decoded-image cache", f"{result['data_cache_img_s']:.0f} img/s"),
         ("data: cache / training consumption", f"{result['cache_over_training']:.0f}x"),
         ("sampling (dcgan-sample generator)", f"{result['sample_img_s']:.0f} img/s"),
     ]
     width = max(len(name) for name, _ in rows)
-    print(f"dcgan benchmark on {device} ({torch.get_num_threads()} threads, torch {torch.__version__}), "
+    print(f"dcgan benchmark on {device} ({result['cpu']}, {torch.get_num_threads()} threads, "
+          f"native bf16: {result['native_bf16']}, torch {torch.__version__}), "
           f"batch {args.batch_size}, 64x64x3, ngf=ndf=64")
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>14}")
-    result["variants_img_s"] = {k: round(v, 2) for k, v in variants.items()}
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}))
+    print(json.dumps(rounded(result)))
     sys.stdout.flush()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
 
 
 if __name__ == "__main__":

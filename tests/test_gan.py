@@ -90,6 +90,19 @@ def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(make_config):
         make_pair(make_config, "precision=fp16")
 
 
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from dcgan.runtime import cpu_flags, cpu_has_native_bf16
+
+    zen4 = tmp_path / "cpuinfo"
+    zen4.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert "avx512_bf16" in cpu_flags(str(zen4))
+    assert cpu_has_native_bf16(cpu_flags(str(zen4)))
+    assert cpu_has_native_bf16({"amx_bf16", "amx_tile"})  # a Xeon with AMX
+    assert not cpu_has_native_bf16({"avx2", "avx512f"})  # AVX-512 without BF16: emulated
+    assert cpu_flags(str(tmp_path / "absent")) == set()  # not Linux: nothing claimed
+
+
 def test_compiled_networks_train_like_eager_ones(make_config):
     compiled = make_pair(make_config, "compile=true")
     compiled_losses = losses(compiled, steps=2)  # before the next pair reseeds the RNG

@@ -33,6 +33,28 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux lists them; empty where there is no such file."""
+    try:
+        with open(cpuinfo) as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16(flags: Optional[set[str]] = None) -> bool:
+    """True when the CPU computes bfloat16 in hardware (AMX-BF16 or AVX512-BF16): there bf16
+    autocast is faster than float32; elsewhere it is emulated and many times slower."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
 def configure_backends(device: torch.device, cpu_threads: Optional[int]) -> None:
     """cuDNN picks the fastest convolution algorithms for our fixed shapes; CPU threads as asked."""
     if device.type == "cuda":
