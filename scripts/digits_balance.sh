@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Issue 12, part 6: the recipes on the 10,000 MNIST test digits at the issue's setting
+# (ngf=ndf=32, batch 64, 64x64, seed 1), 10 epochs, a checkpoint every epoch; then
+# scripts/digit_classes.py reads which digits each draws at epochs 5 and 10.
+#
+#   scripts/digits_balance.sh NAME [extra overrides]      # runs in $DIGITS_DIR/NAME (resume=auto)
+#   python scripts/digit_classes.py $DIGITS_DIR/* --epochs 5,10
+set -euo pipefail
+NAME=$1; shift
+DIGITS_DIR=${DIGITS_DIR:-/work/digits}
+case $NAME in
+    textbook)        RECIPE=() ;;
+    mnist_stable)    RECIPE=(+experiment=mnist_stable dataset=mnist10k) ;;
+    # what issue 12's study carries over: adaptive augmentation, a moving average with a horizon
+    # in images (mirroring is not for digits)
+    mnist_ada)       RECIPE=(+experiment=mnist_stable dataset=mnist10k augment.p=ada
+                             augment.speed_images=100000) ;;
+    mnist_ada_hl)    RECIPE=(+experiment=mnist_stable dataset=mnist10k augment.p=ada
+                             augment.speed_images=100000 ema.half_life_images=10000) ;;
+    *)               RECIPE=() ;;
+esac
+exec dcgan-train dataset=mnist10k model.ngf=32 model.ndf=32 batch_size=64 seed=1 epochs=10 \
+    keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto \
+    "${RECIPE[@]}" "$@" hydra.run.dir="$DIGITS_DIR/$NAME"
