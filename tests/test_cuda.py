@@ -114,3 +114,30 @@ def test_stabilisers_and_losses_train_on_cuda(make_config, tmp_path, overrides):
         assert all(average[key].is_cuda for key in average)
         assert any(not torch.equal(live[key], average[key]) for key in live
                    if live[key].is_floating_point())
+
+
+def test_decoded_data_lives_on_the_gpu_and_trains_like_the_loader(make_config, tmp_path):
+    """data_on_device=auto puts the digits in GPU memory; the batches are the loader's (the same
+    images in the same order), and training from them gives the loader's losses."""
+    from dcgan.config import validate
+    from dcgan.data import build_dataset
+    from dcgan.loader import DeviceFeed
+    from dcgan.run import build_trainer
+
+    def trainer_with(setting: str):
+        cfg = make_config(*ON_GPU, "dataset=digits", "epochs=1", "eval.every=0",
+                          f"data_on_device={setting}")
+        validate(cfg)
+        seed_everything(0)
+        return build_trainer(cfg, build_dataset(cfg.dataset), tmp_path / setting,
+                             torch.device("cuda"))
+
+    fed, loaded = trainer_with("auto"), trainer_with("false")
+    assert isinstance(fed.loader, DeviceFeed) and fed.loader.images.is_cuda
+    fed.sampler.set_epoch(0)
+    loaded.sampler.set_epoch(0)
+    for (a, _), (b, _) in zip(fed.loader, loaded.loader):
+        assert a.is_cuda and torch.equal(a, b.cuda())
+    assert fed.fit().finished and loaded.fit().finished
+    for name, tensor in loaded.gan.generator.state_dict().items():
+        torch.testing.assert_close(fed.gan.generator.state_dict()[name], tensor)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -42,6 +43,12 @@ class CachedImages(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return to_signed_unit(torch.from_numpy(np.array(self.array[index])))
+
+    def decoded(self) -> torch.Tensor:
+        """All the images, uint8, still memory-mapped (read-only: the feed only gathers)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            return torch.from_numpy(self.array)
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         """A whole batch with one read of the array (see TensorImages.__getitems__)."""

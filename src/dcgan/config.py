@@ -192,6 +192,8 @@ class TrainConfig:
     seed: int = 0
     device: Device = Device.auto
     num_workers: Optional[int] = None  # DataLoader workers; null = chosen for the data set
+    data_on_device: Any = "auto"  # decoded images kept in device memory: auto | true | false
+    data_on_device_fraction: float = 0.25  # auto: when they fill at most this of the device
     log_every: int = 50  # steps between TensorBoard scalars and progress-bar updates
     resume: Optional[str] = None  # a checkpoint file, a run directory, or "auto"
     init_from: Optional[str] = None  # a new run starting from this checkpoint's weights
@@ -241,6 +243,10 @@ def validate(cfg: DictConfig) -> None:
         cfg.num_workers is None or cfg.num_workers >= 0,
         f"num_workers must be 0 or more (or null for automatic), got {cfg.num_workers}",
     )
+    _require(cfg.data_on_device in ("auto", True, False),
+             f"data_on_device must be auto, true or false, got {cfg.data_on_device}")
+    _require(0 < cfg.data_on_device_fraction <= 1, "data_on_device_fraction must be in (0, 1], "
+             f"got {cfg.data_on_device_fraction}")
     _require(cfg.ckpt_every_steps >= 0,
              f"ckpt_every_steps must be 0 (only per epoch) or more, got {cfg.ckpt_every_steps}")
     _require(cfg.keep_last >= 0, f"keep_last must be 0 (keep all) or more, got {cfg.keep_last}")
@@ -480,7 +486,9 @@ def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
     return RunSettings(
         gan=gan_settings(cfg, steps_per_epoch),
         loop=LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, log_every=cfg.log_every,
-                          seed=cfg.seed, num_workers=cfg.num_workers),
+                          seed=cfg.seed, num_workers=cfg.num_workers,
+                          data_on_device=cfg.data_on_device,
+                          data_on_device_fraction=cfg.data_on_device_fraction),
         checkpoints=CheckpointSettings(every_steps=cfg.ckpt_every_steps,
                                        keep_last=cfg.keep_last, select=ev.select),
         evaluation=EvaluationSettings(every=ev.every, n_samples=ev.n_samples, fid=ev.fid,

@@ -63,6 +63,10 @@ class TensorImages(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return to_signed_unit(self.images[index])
 
+    def decoded(self) -> torch.Tensor:
+        """All the images, uint8 (for the device feed, dcgan.loader.DeviceFeed)."""
+        return self.images
+
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         """A whole batch in one indexing operation: the DataLoader calls this instead of
         __getitem__ per image (the same images, without a Python call per image)."""

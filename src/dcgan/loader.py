@@ -1,21 +1,31 @@
 """Batches for the loop: an epoch order drawn from (seed, epoch) alone, collation that passes
-over unreadable files, worker counts, and the DataLoader built from them.
+over unreadable files, worker counts, and the DataLoader built from them; or, for decoded images
+that fit, the device feed: the whole data set in device memory, each batch gathered there.
 
 A resumed run sees exactly the batches an uninterrupted one would: the order never touches
-torch's global RNG, and `EpochShuffle.set_epoch` can start in the middle of an epoch.
+torch's global RNG, and `EpochShuffle.set_epoch` can start in the middle of an epoch. Both
+feeds follow the same order, so switching between them changes no batch.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from dcgan.distributed import SINGLE, Distributed
 from dcgan.errors import DCGANError
+from dcgan.images import to_signed_unit
 from dcgan.runtime import ignore_stop_signals
+
+if TYPE_CHECKING:
+    from dcgan.trainer import LoopSettings
+
+log = logging.getLogger(__name__)
 
 
 class EpochShuffle(DistributedSampler):
@@ -69,6 +79,13 @@ def default_workers(dataset: Dataset, feeds_gpu: bool = False) -> int:
     return max(1, min(4, cores - 1))
 
 
+def require_a_batch(n_images: int, batch_size: int, num_replicas: int) -> None:
+    if n_images < batch_size * num_replicas:
+        raise DCGANError(f"the data set has {n_images} images, fewer than batch_size="
+                         f"{batch_size} x {num_replicas} process(es); lower batch_size or add "
+                         "images")
+
+
 def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Optional[int],
                  pin_memory: bool = False, num_replicas: int = 1, rank: int = 0
                  ) -> tuple[DataLoader, EpochShuffle]:
@@ -76,10 +93,7 @@ def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Opti
 
     Under torchrun, batch_size is per process: each step consumes num_replicas x batch_size.
     """
-    if len(dataset) < batch_size * num_replicas:
-        raise DCGANError(f"the data set has {len(dataset)} images, fewer than batch_size="
-                         f"{batch_size} x {num_replicas} process(es); lower batch_size or add "
-                         "images")
+    require_a_batch(len(dataset), batch_size, num_replicas)
     workers = default_workers(dataset, pin_memory) if num_workers is None else num_workers
     sampler = EpochShuffle(len(dataset), seed, num_replicas, rank)
     loader = DataLoader(
@@ -98,7 +112,74 @@ def build_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: Opti
     return loader, sampler
 
 
-def release_workers(loader: DataLoader) -> None:
+class DeviceFeed:
+    """The data set's decoded uint8 images copied to the device once; every batch is gathered
+    and converted to [-1, 1] there, in the sampler's order: no loader workers and no
+    host-to-device copy per step. Yields what the DataLoader yields: (images, no bad paths)."""
+
+    def __init__(self, images_uint8: torch.Tensor, batch_size: int, sampler: EpochShuffle,
+                 device: torch.device):
+        self.images = images_uint8.to(device)
+        self.batch_size, self.sampler, self.device = batch_size, sampler, device
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        # the epoch's order goes to the device once; each batch is a slice of it
+        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            batch = self.images.index_select(0, order[start : start + self.batch_size])
+            yield to_signed_unit(batch), []
+
+
+def decoded_images(dataset: Dataset) -> Optional[torch.Tensor]:
+    """The data set as one uint8 N x C x S x S tensor when it holds its images decoded (in memory
+    or in a memory-mapped cache), else None (image files decoded on the fly, generated ones)."""
+    decoded = getattr(dataset, "decoded", None)
+    return decoded() if callable(decoded) else None
+
+
+def device_memory(device: torch.device) -> Optional[int]:
+    """Bytes of memory on an accelerator; None for the CPU (whose memory holds the data already)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+def wants_device_feed(setting: Union[str, bool], images: Optional[torch.Tensor],
+                      device: torch.device, fraction: float) -> bool:
+    """data_on_device: true needs decoded images; auto takes the device feed on an accelerator
+    when the images fill at most `fraction` of its memory, and the DataLoader on the CPU."""
+    if setting is True:
+        if images is None:
+            raise DCGANError("data_on_device=true needs decoded images: mnist, mnist10k, digits, "
+                             "or celeba/folder with dataset.cache=true")
+        return True
+    if setting is False or images is None:
+        return False
+    memory = device_memory(device)
+    return memory is not None and images.numel() <= fraction * memory
+
+
+def build_feed(dataset: Dataset, settings: "LoopSettings", device: torch.device,
+               layout: Distributed = SINGLE) -> tuple[Union[DataLoader, DeviceFeed], EpochShuffle]:
+    """The batches of a run: the device feed where data_on_device asks for it, else a
+    DataLoader; both with the same sampler (and so the same order)."""
+    images = decoded_images(dataset)
+    if wants_device_feed(settings.data_on_device, images, device,
+                         settings.data_on_device_fraction):
+        require_a_batch(len(dataset), settings.batch_size, layout.world_size)
+        sampler = EpochShuffle(len(dataset), settings.seed, layout.world_size, layout.rank)
+        log.info("data on the device: %d images, %.0f MB on %s", images.shape[0],
+                 images.numel() / 1e6, device)
+        return DeviceFeed(images, settings.batch_size, sampler, device), sampler
+    return build_loader(dataset, settings.batch_size, settings.seed, settings.num_workers,
+                        pin_memory=device.type == "cuda", num_replicas=layout.world_size,
+                        rank=layout.rank)
+
+
+def release_workers(loader: Union[DataLoader, DeviceFeed]) -> None:
     """Stop a DataLoader's worker processes (kept alive across epochs) now, as training ends,
     rather than at interpreter exit, where a torchrun process was seen waiting on its worker
     forever."""

@@ -23,7 +23,7 @@ from dcgan.distributed import (SINGLE, Distributed, any_rank, gather_objects,
                                window_over_ranks)
 from dcgan.gan import GANPair, NonFiniteLoss
 from dcgan.hooks.base import Answer, Hook, Hooks, Interrupted, RollBack, Stop
-from dcgan.loader import batches_per_epoch, build_loader, release_workers
+from dcgan.loader import batches_per_epoch, build_feed, release_workers
 from dcgan.loggers import Loggers
 from dcgan.runtime import StopSignals, capture_rng, restore_rng, seed_everything
 
@@ -40,6 +40,8 @@ class LoopSettings:
     log_every: int = 50  # steps per metric window
     seed: int = 0  # the epoch order, and the RNG of ranks resumed at another world size
     num_workers: Optional[int] = None  # DataLoader workers; None: chosen for the data set
+    data_on_device: Any = "auto"  # decoded images in device memory: "auto" | True | False
+    data_on_device_fraction: float = 0.25  # auto: at most this fraction of the device's memory
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,7 @@ class Trainer:
         self.loggers = loggers or Loggers()
         self.base_settings = gan.settings  # as configured; hooks adjust it (see refresh_settings)
         self.device = gan.device
-        self.loader, self.sampler = build_loader(
-            dataset, settings.batch_size, settings.seed, settings.num_workers,
-            pin_memory=self.device.type == "cuda", num_replicas=layout.world_size,
-            rank=layout.rank)
+        self.loader, self.sampler = build_feed(dataset, settings, self.device, layout)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps (batches) completed
         self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch stop)
