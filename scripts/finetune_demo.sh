@@ -15,7 +15,7 @@ DEMO_DIR=${DEMO_DIR:-/work/demo16}
 EPOCHS=${EPOCHS:-10}
 COMMON=(+experiment=quickstart cpu_threads=1 resume=auto keep_last=0)
 # a moving average with a horizon in images (ramped up: at most 5% of the images seen so far)
-TARGET=(dataset=digits "epochs=$EPOCHS" eval.every=1 eval.n_samples=1797 ema.start_step=0
+TARGET=(dataset=digits "epochs=$EPOCHS" eval.every=1 eval.n_samples=1797 ema.decay=0 ema.start_step=0
         ema.half_life_images=5000)
 
 # the source: the first run (README "Set-up"), on the bundled MNIST digits
