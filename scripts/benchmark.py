@@ -44,7 +44,7 @@ from dcgan.config import compose_config as compose_overrides
 from dcgan.config import gan_settings
 from dcgan.data import build_dataset
 from dcgan.gan import GANPair
-from dcgan.loader import build_loader
+from dcgan.loader import DeviceFeed, EpochShuffle, build_loader, decoded_images
 from dcgan.models import Architecture, Discriminator, Generator
 from dcgan.runtime import (configure_backends, cpu_has_native_bf16, resolve_device,
                            seed_everything)
@@ -239,11 +239,15 @@ def synthetic_celeba(folder: Path, count: int) -> Path:
     return folder
 
 
-def images_per_second(dataset, batch_size: int, seed: int = 0) -> float:
-    loader, _ = build_loader(dataset, batch_size, seed, num_workers=None)
+def images_per_second(feed, sampler=None) -> float:
+    """Images per second a feed (a DataLoader or the device feed) yields over one epoch, each
+    batch complete on its device before the next is asked for."""
+    if sampler is not None:
+        sampler.set_epoch(0)
     started, count = time.perf_counter(), 0
-    for images, _ in loader:
+    for images, _ in feed:
         count += images.shape[0]
+    sync(images.device)
     return count / (time.perf_counter() - started)
 
 
@@ -307,19 +311,29 @@ def measure_training(device, batch, windows, steps, warmup, precisions: list[str
             "arch": next(iter(trainers.values())).settings.arch}
 
 
-def measure_data(count: int, training_img_s: float) -> dict:
+def measure_data(count: int, training_img_s: float, device: torch.device) -> dict:
+    """The data path at batch 128: JPEG decoding through the DataLoader (default workers),
+    the decoded-image cache through the DataLoader, and the cache on the device (the device
+    feed, data_on_device=true)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = SHARED_CELEBA if SHARED_CELEBA.is_dir() else synthetic_celeba(Path(tmp) / "celeba", count)
         overrides = ["dataset=celeba", f"dataset.root={root}", f"dataset.limit={count}",
                      f"dataset.cache_dir={tmp}/cache"]
-        jpeg = images_per_second(build_dataset(compose_config(*overrides).dataset), 128)
+        jpeg = images_per_second(build_loader(build_dataset(compose_config(*overrides).dataset),
+                                              128, 0, None)[0])
         started = time.perf_counter()
         cached = build_dataset(compose_config(*overrides, "dataset.cache=true").dataset)
         prepare_s = time.perf_counter() - started
-        cache = images_per_second(cached, 128)
+        loader, sampler = build_loader(cached, 128, 0, None, pin_memory=device.type == "cuda")
+        cache = images_per_second(loader, sampler)
+        feed = DeviceFeed(decoded_images(cached), 128, EpochShuffle(len(cached), 0), device)
+        images_per_second(feed, feed.sampler)  # warm-up (the first gather, the copy is done)
+        on_device = images_per_second(feed, feed.sampler)
     return {"data_source": "shared CelebA" if root == SHARED_CELEBA else "synthetic JPEGs",
             "data_images": count, "data_jpeg_img_s": jpeg, "data_cache_img_s": cache,
-            "cache_build_s": prepare_s, "cache_over_training": cache / training_img_s}
+            "data_device_img_s": on_device, "cache_build_s": prepare_s,
+            "cache_over_training": cache / training_img_s,
+            "device_over_training": on_device / training_img_s}
 
 
 def measure_sampling(device, arch: Architecture, n: int) -> float:
@@ -358,7 +372,7 @@ def main() -> None:
                 for p in precisions}
     fractions = {p: ceilings[p]["seconds"] / (args.batch_size / train["img_s"][p])
                  for p in precisions}
-    data = measure_data(256 if args.quick else 2048, max(train["img_s"].values()))
+    data = measure_data(256 if args.quick else 2048, max(train["img_s"].values()), device)
     sampling = measure_sampling(device, arch, 512 if args.quick else 2048)
 
     result = {
@@ -384,8 +398,11 @@ def main() -> None:
           for override, value in variants.items()),
         ("training FLOPs per image (from the architecture)", f"{result['train_gflop_per_img']:.2f} GFLOP"),
         (f"data: JPEG decode ({data['data_source']}, default workers)", f"{result['data_jpeg_img_s']:.0f} img/s"),
-        ("data: decoded-image cache", f"{result['data_cache_img_s']:.0f} img/s"),
-        ("data: cache / training consumption", f"{result['cache_over_training']:.0f}x"),
+        ("data: decoded-image cache, DataLoader", f"{result['data_cache_img_s']:.0f} img/s"),
+        (f"data: decoded-image cache on {device} (data_on_device)",
+         f"{result['data_device_img_s']:.0f} img/s"),
+        ("data: cache (DataLoader) / training consumption", f"{result['cache_over_training']:.0f}x"),
+        ("data: cache on the device / training consumption", f"{result['device_over_training']:.0f}x"),
         ("sampling (dcgan-sample generator)", f"{result['sample_img_s']:.0f} img/s"),
     ]
     width = max(len(name) for name, _ in rows)
