@@ -5,7 +5,7 @@ weights (dcgan.sampling). Scores already in the results file are not computed ag
 as often as the study moves on.
 
     python scripts/study_faces_score.py                  # all runs in $STUDY_DIR (/work/study12)
-    python scripts/study_faces_score.py --plot           # and the figure + table in docs/quality
+    python scripts/study_faces_score.py --plot           # the figure + table from the scores
 
 Results: docs/quality/study12/scores.jsonl (one line per run, epoch and variant).
 """
@@ -77,6 +77,62 @@ def score(study: Path, results: Path) -> None:
                 print(json.dumps(row), flush=True)
 
 
+SAMPLING = {"ema+bn", "raw+bn"}  # what each run samples with by default now (BN re-estimated)
+
+
+def best_rows(results: Path) -> dict[str, dict[int, dict]]:
+    """run -> epoch -> the row of the generator the run samples with: its moving average
+    when it has one, else the raw generator; BatchNorm statistics re-estimated (the default)."""
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    table: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        has_ema = any(r["run"] == row["run"] and r["variant"] == "ema+bn" for r in rows)
+        if row["variant"] == ("ema+bn" if has_ema else "raw+bn"):
+            table.setdefault(row["run"], {})[row["epoch"]] = row
+    return table
+
+
+def plot(results: Path) -> None:
+    """The SWD and diversity curves of every run (study12.png) and the table (table.md)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = best_rows(results)
+    fig, (swd, diversity) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for run, epochs in sorted(table.items()):
+        xs = sorted(epochs)
+        style = "--" if run.startswith("textbook") else "-"
+        swd.plot(xs, [epochs[e]["swd/mean"] for e in xs], style, marker="o", markersize=3,
+                 label=run)
+        diversity.plot(xs, [epochs[e]["diversity"] for e in xs], style, marker="o",
+                       markersize=3, label=run)
+    swd.set_yscale("log")
+    swd.set_ylabel("SWD x1e3 vs the 660 test faces (lower is better)")
+    diversity.set_ylabel("diversity ratio (1 = as varied as the real faces)")
+    diversity.axhspan(0.9, 1.1, color="grey", alpha=0.15)
+    for axis in (swd, diversity):
+        axis.set_xlabel("epoch (4,657 training faces, batch 128)")
+        axis.grid(alpha=0.3)
+    swd.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "study12.png", dpi=80)
+    epochs = sorted({e for rows in table.values() for e in rows})
+    lines = ["| run | " + " | ".join(str(e) for e in epochs) + " |",
+             "| --- | " + " | ".join("---:" for _ in epochs) + " |"]
+    for run, rows in sorted(table.items()):
+        lines.append(f"| {run} | " + " | ".join(
+            f"{rows[e]['swd/mean']:.1f} ({rows[e]['diversity']:.2f})" if e in rows else ""
+            for e in epochs) + " |")
+    (OUT / "table.md").write_text(
+        "SWD x1e3 against the 660 test faces (diversity in brackets), every fifth epoch, of the "
+        "generator each run samples with (its moving average when it has one, else G), with "
+        "BatchNorm statistics re-estimated for its weights (the default). All four variants of "
+        "every checkpoint are in scores.jsonl.\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=Path(os.environ.get("STUDY_DIR",
@@ -85,7 +141,10 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    score(args.study, OUT / "scores.jsonl")
+    if args.plot:
+        plot(OUT / "scores.jsonl")
+    else:
+        score(args.study, OUT / "scores.jsonl")
 
 
 if __name__ == "__main__":
