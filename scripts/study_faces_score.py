@@ -93,7 +93,7 @@ def best_rows(results: Path) -> dict[str, dict[int, dict]]:
 
 
 def plot(results: Path) -> None:
-    """The SWD and diversity curves of every run (study12.png) and the table (table.md)."""
+    """The SWD and diversity curves of every run (curves.png) and the table (table.md)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,7 +117,7 @@ def plot(results: Path) -> None:
         axis.grid(alpha=0.3)
     swd.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "study12.png", dpi=80)
+    fig.savefig(results.parent / "curves.png", dpi=80)
     epochs = sorted({e for rows in table.values() for e in rows})
     lines = ["| run | " + " | ".join(str(e) for e in epochs) + " |",
              "| --- | " + " | ".join("---:" for _ in epochs) + " |"]
@@ -125,7 +125,7 @@ def plot(results: Path) -> None:
         lines.append(f"| {run} | " + " | ".join(
             f"{rows[e]['swd/mean']:.1f} ({rows[e]['diversity']:.2f})" if e in rows else ""
             for e in epochs) + " |")
-    (OUT / "table.md").write_text(
+    (results.parent / "table.md").write_text(
         "SWD x1e3 against the 660 test faces (diversity in brackets), every fifth epoch, of the "
         "generator each run samples with (its moving average when it has one, else G), with "
         "BatchNorm statistics re-estimated for its weights (the default). All four variants of "
@@ -137,14 +137,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=Path(os.environ.get("STUDY_DIR",
                                                                           "/work/study12")))
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="folder of scores.jsonl, curves.png and table.md")
     parser.add_argument("--plot", action="store_true")
     args = parser.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if args.plot:
-        plot(OUT / "scores.jsonl")
+        plot(args.out / "scores.jsonl")
     else:
-        score(args.study, OUT / "scores.jsonl")
+        score(args.study, args.out / "scores.jsonl")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Issue 15, part 1: does bf16 autocast change what a CPU run learns? The shared faces at the
+# study's setting (ngf=ndf=32, batch 128, train partition), 30 epochs, fp32 and bf16 from the
+# same two seeds, two runs at a time on one thread each, resume=auto in $STUDY_DIR/NAME:
+#
+#   scripts/study_bf16.sh                       # fp32_seed1 bf16_seed1 | fp32_seed2 bf16_seed2
+#   python scripts/study_faces_score.py --study /work/study15 --out docs/quality/bf16
+#   python scripts/study_faces_score.py --out docs/quality/bf16 --plot
+#
+# bf16 is judged by whether its SWD curve stays within the spread of the two fp32 seeds.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export STUDY_DIR=${STUDY_DIR:-/work/study15}
+mkdir -p "$STUDY_DIR"
+run() {  # NAME PRECISION SEED
+    scripts/study_faces.sh "$1" "precision=$2" "seed=$3" epochs=30 >> "$STUDY_DIR/$1.log" 2>&1
+}
+{ run fp32_seed1 fp32 1; run bf16_seed1 bf16 1; } &
+{ run fp32_seed2 fp32 2; run bf16_seed2 bf16 2; } &
+wait
