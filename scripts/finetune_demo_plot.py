@@ -21,7 +21,7 @@ from PIL import Image  # noqa: E402
 
 from dcgan.checkpoint import load_generator  # noqa: E402
 from dcgan.history import read_history  # noqa: E402
-from dcgan.images import image_grid, images_to_uint8  # noqa: E402
+from dcgan.images import image_grid  # noqa: E402
 from dcgan.latents import batch_latents  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +36,18 @@ def grid(checkpoint: Path) -> Image.Image:
     generator = load_generator(checkpoint, torch.device("cpu"))
     with torch.no_grad():
         images = generator(batch_latents(N, generator.arch.nz, SEED))
-    pixels = images_to_uint8(image_grid(images, nrow=8))
+    pixels = image_grid(images, nrow=8)  # uint8 already
     return Image.fromarray(pixels.permute(1, 2, 0).squeeze(-1).numpy())
+
+
+def real_grid() -> Image.Image:
+    """32 of the target digits, as the runs saw them (32x32)."""
+    from dcgan.config import compose_config
+    from dcgan.data import build_dataset
+
+    dataset = build_dataset(compose_config(["+experiment=quickstart", "dataset=digits"]).dataset)
+    images = torch.stack([dataset[i] for i in range(N)])
+    return Image.fromarray(image_grid(images, nrow=8).squeeze(0).numpy())
 
 
 def curves() -> dict[str, list[tuple[int, float]]]:
@@ -46,15 +56,17 @@ def curves() -> dict[str, list[tuple[int, float]]]:
 
 
 def figure(swd: dict[str, list[tuple[int, float]]]) -> bytes:
-    panels = {"before: the MNIST generator": DEMO / "source" / "checkpoints" / "last.pt",
-              **{f"after: {RUNS[name]}": DEMO / name / "checkpoints" / "last.pt"
+    panels = {"before: the MNIST generator": grid(DEMO / "source" / "checkpoints" / "last.pt"),
+              "the target: scikit-learn's digits": real_grid(),
+              **{f"after 280 steps: {RUNS[name]}": grid(DEMO / name / "checkpoints" / "last.pt")
                  for name in ("finetune", "scratch")}}
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
-    for axis, (title, path) in zip(axes, panels.items()):
-        axis.imshow(grid(path), cmap="gray", vmin=0, vmax=255)
+    fig, axes = plt.subplots(1, 5, figsize=(21, 4.2),
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.3]})
+    for axis, (title, image) in zip(axes, panels.items()):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=255)
         axis.set_title(title, fontsize=10)
         axis.axis("off")
-    curve = axes[3]
+    curve = axes[-1]
     for name, points in swd.items():
         curve.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3,
                    label=RUNS[name])
@@ -65,7 +77,7 @@ def figure(swd: dict[str, list[tuple[int, float]]]) -> bytes:
     curve.legend(fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    fig.savefig(buffer, format="png", dpi=72)
     return buffer.getvalue()
 
 
