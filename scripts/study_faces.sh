@@ -29,6 +29,10 @@ case $NAME in
                              dataset.mirror=true) ;;
     ada_mirror_ema)  RECIPE=("augment=[translation,color,cutout]" augment.p=ada augment.speed_images=100000
                              dataset.mirror=true ema.half_life_images=10000) ;;
+    # the best of the first six so far (by epoch 20 of the ADA runs): two time-scale learning
+    # rates (Heusel et al., 2017), and spectral normalisation in D (Miyato et al., 2018)
+    celeba_stable_ttur) RECIPE=(+experiment=celeba_stable lr_d=4e-4 lr_g=1e-4) ;;
+    celeba_stable_sn)   RECIPE=(+experiment=celeba_stable model.spectral_norm=true) ;;
     *)               RECIPE=() ;;  # a new recipe: its overrides come as the extra arguments
 esac
 exec dcgan-train dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache=true \

@@ -6,6 +6,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 STUDY_DIR=${STUDY_DIR:-/work/study12}
 lane() { for name in "$@"; do scripts/study_faces.sh "$name" >> "$STUDY_DIR/$name.log" 2>&1; done; }
-lane textbook celeba_stable ada_mirror &
+lane textbook celeba_stable ada_mirror celeba_stable_ttur celeba_stable_sn &
 lane textbook_ema ada ada_mirror_ema &
 wait
