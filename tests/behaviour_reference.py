@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY_NETWORKS, run_cli
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
 # as they were when recorded: digits the default data set, samples from running statistics
-BASE = [*TINY, "dataset=digits", "ema.recalibrate_bn=false", "cpu_threads=1"]
+BASE = [*TINY_NETWORKS, "dataset=digits", "ema.recalibrate_bn=false", "cpu_threads=1"]
 # A discriminator that learns 100x faster than its generator wins within a few dozen steps.
 COLLAPSING = ["lr_g=1e-6", "lr_d=5e-3", "collapse.patience=3", "collapse.g_loss_ceiling=4",
               "collapse.d_loss_floor=0.1", "epochs=12", "keep_last=0"]
