@@ -86,8 +86,8 @@ def trained_classifier() -> nn.Module:
     return model.eval()
 
 
-def class_shares(model: nn.Module, checkpoint: Path) -> dict:
-    generator = load_generator(checkpoint, torch.device("cpu"))
+def class_shares(model: nn.Module, checkpoint: Path, ema: bool = True) -> dict:
+    generator = load_generator(checkpoint, torch.device("cpu"), ema=ema)
     with torch.no_grad():
         samples = torch.cat([generator(z) for z in
                              batch_latents(N_SAMPLES, generator.arch.nz, 0).split(500)])
@@ -97,7 +97,7 @@ def class_shares(model: nn.Module, checkpoint: Path) -> dict:
     shares = (counts / N_SAMPLES).tolist()
     return {"shares": [round(s, 4) for s in shares], "min_share": round(min(shares), 4),
             "max_share": round(max(shares), 4),
-            "max_over_min": round(max(shares) / max(min(shares), 1e-9), 2),
+            "max_over_min": round(max(shares) / min(shares), 2) if min(shares) else None,
             "unsure": round((probabilities.max(1).values < 0.5).double().mean().item(), 4)}
 
 
@@ -105,6 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--epochs", default="5,10")
+    parser.add_argument("--raw", action="store_true",
+                        help="the raw generator instead of the moving average (when there is one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = trained_classifier()
@@ -116,7 +118,9 @@ def main() -> None:
             path = run / "checkpoints" / f"epoch_{epoch:03d}.pt"
             if not path.is_file():
                 continue
-            row = {"run": run.name, "epoch": epoch, "n": N_SAMPLES, **class_shares(model, path)}
+            row = {"run": run.name, "epoch": epoch, "n": N_SAMPLES,
+                   "generator": "raw" if args.raw else "sampling",
+                   **class_shares(model, path, ema=not args.raw)}
             print(json.dumps(row), flush=True)
             with RESULTS.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
