@@ -326,7 +326,8 @@ def _validate_ema(ema: DictConfig) -> None:
     if ema.half_life_images is not None:
         _require(ema.half_life_images > 0,
                  f"ema.half_life_images must be positive, got {ema.half_life_images}")
-        _require(ema.decay == 0, "set ema.decay or ema.half_life_images, not both")
+        _require(ema.decay == 0, f"set ema.decay or ema.half_life_images, not both (ema.decay is "
+                 f"{ema.decay}, perhaps from an experiment: add ema.decay=0 to use the horizon)")
     _require(ema.rampup is None or 0 < ema.rampup <= 1,
              f"ema.rampup must be in (0, 1] (or null), got {ema.rampup}")
 
