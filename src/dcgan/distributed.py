@@ -61,8 +61,14 @@ def start(layout: Distributed, use_cuda: bool) -> None:
                          ) from error
 
 
-def stop() -> None:
+def stop(all_finished: bool = False) -> None:
+    """Leave the process group. `all_finished`: this rank finished normally, so every rank
+    does, and they first wait for each other (rank 0 writes the report last), rather than one
+    tearing its connections down while another still works: a rank that left early was seen
+    to abort at exit (gloo, "terminate called without an active exception")."""
     if dist.is_initialized():
+        if all_finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -100,13 +100,15 @@ def main() -> None:
                           and "device=cpu" not in sys.argv)
     except DCGANError as error:
         exit_with(error)
+    finished = False
     try:
         argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
         sys.argv = distributed_arguments(route_resume_to_run_dir(argv), layout)
         check_output_dir(sys.argv)
         _hydra_main()
+        finished = True
     finally:
-        distributed.stop()
+        distributed.stop(all_finished=finished)
 
 
 if __name__ == "__main__":
