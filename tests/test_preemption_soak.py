@@ -164,13 +164,3 @@ def test_sigterm_and_sigkill_at_random_moments_lose_nothing(setup):
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert (state["epoch"], state["step"]) == (EPOCHS, STEPS)
     assert weights_digest(run_dir) == expected, log
-
-
-def test_sigterm_only_gives_the_uninterrupted_weights(setup):
-    root, images, expected = setup
-    rng = random.Random(5)
-    plan = [(kind, signal.SIGTERM) for kind in ("step", "eval", "write", "step", "eval")]
-    run_dir = root / "graceful"
-    log = soak(images, run_dir, plan, rng)
-    assert logged_steps(run_dir) == list(range(1, STEPS + 1)), log
-    assert weights_digest(run_dir) == expected, log
