@@ -9,6 +9,7 @@ GPUs, Gloo on the CPU); rank 0 alone writes TensorBoard, samples and checkpoints
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ def stop(all_finished: bool = False) -> None:
     tearing its connections down while another still works: a rank that left early was seen
     to abort at exit (gloo, "terminate called without an active exception")."""
     if dist.is_initialized():
+        # the run's objects go first: DDP's reducer keeps the process group alive, and a gloo
+        # group destroyed later, at interpreter exit, aborts the process
+        gc.collect()
         if all_finished:
             dist.barrier()
         dist.destroy_process_group()
