@@ -28,8 +28,8 @@ from dcgan.checkpoint import load_checkpoint, load_generator, resolve_checkpoint
 from dcgan.config import TrainConfig, compose_config, from_plain_dict, validate
 from dcgan.data import build_dataset
 from dcgan.errors import DCGANError, reports_errors
-from dcgan.evaluation import (FEATURE_CACHE_DIR, Evaluator, feature_cache_name, format_table,
-                              nearest_real, real_subset)
+from dcgan.evaluation import (Evaluator, feature_cache_path, format_table, nearest_real,
+                              real_subset)
 from dcgan.images import image_grid, save_png
 from dcgan.metrics import compute_metrics, inception_weights_path
 from dcgan.models import Generator
@@ -171,9 +171,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 def run_feature_cache(checkpoint: Path, cfg: Any) -> Path:
     """Where the real subset's Inception features are cached for a checkpoint: its run's own
     cache (shared with training), or beside a file that is not in a run."""
-    return run_dir_of(checkpoint) / FEATURE_CACHE_DIR / feature_cache_name(
-        cfg.dataset.name, cfg.dataset.split, cfg.dataset.image_size, cfg.eval.n_samples,
-        cfg.eval.seed)
+    return feature_cache_path(run_dir_of(checkpoint), cfg.dataset, cfg.eval)
 
 
 @reports_errors

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -31,10 +31,11 @@ GENERATE_BATCH = 256
 FEATURE_CACHE_DIR = "eval_cache"  # in the run directory
 
 
-def feature_cache_name(dataset: str, split: str, image_size: int, n_samples: int,
-                       seed: int) -> str:
-    """The file name of a real subset's Inception features: the subset is fixed by these."""
-    return f"inception-{dataset}-{split}-{image_size}px-n{n_samples}-seed{seed}.pt"
+def feature_cache_path(run_dir: Path, ds: Any, ev: Any) -> Path:
+    """Where a run keeps its real subset's Inception features, named by what fixes the subset
+    (the dataset and eval configs' name, split, image size, count and seed)."""
+    return run_dir / FEATURE_CACHE_DIR / (f"inception-{ds.name}-{ds.split}-{ds.image_size}px-"
+                                          f"n{ev.n_samples}-seed{ev.seed}.pt")
 
 
 def real_subset(dataset: Dataset, n: int, seed: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ from dcgan.config import apply_resume_overrides, resolve, to_plain_dict, validat
 from dcgan.data import build_dataset
 from dcgan.distributed import SINGLE, Distributed
 from dcgan.errors import DCGANError
-from dcgan.evaluation import FEATURE_CACHE_DIR, feature_cache_name
+from dcgan.evaluation import feature_cache_path
 from dcgan.gan import GANPair, initialise_from
 from dcgan.hooks.augmentation import AdaptiveAugmentation
 from dcgan.hooks.bad_files import BadFiles
@@ -60,9 +60,7 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torc
     settings = resolve(cfg, batches_per_epoch(len(dataset), cfg.batch_size, layout.world_size))
     gan = GANPair(settings.gan, device, layout)
     samples = SampleGrids(run_dir, settings.gan.arch.nz, device, layout)
-    feature_cache = run_dir / FEATURE_CACHE_DIR / feature_cache_name(
-        cfg.dataset.name, cfg.dataset.split, cfg.dataset.image_size, cfg.eval.n_samples,
-        cfg.eval.seed)
+    feature_cache = feature_cache_path(run_dir, cfg.dataset, cfg.eval)
     hooks = [BadFiles(settings.on_bad_image), ReplicaCheck(settings.ddp_check_every, layout),
              samples, Evaluation(settings.evaluation, dataset, device, layout, feature_cache),
              CollapseGuard(settings.guard), NonFiniteRecovery(settings.nonfinite),
