@@ -30,7 +30,7 @@ from tests.conftest import _command, run_cli
 
 pytestmark = pytest.mark.slow
 
-EPOCHS, IMAGES, BATCH = 12, 96, 16  # 6 steps an epoch, 72 in all: room for 12 interruptions
+EPOCHS, IMAGES, BATCH = 8, 96, 16  # 6 steps an epoch, 48 in all: room for 8 interruptions
 STEPS = EPOCHS * IMAGES // BATCH
 
 
@@ -150,13 +150,13 @@ def setup(tmp_path_factory):
 def test_sigterm_and_sigkill_at_random_moments_lose_nothing(setup):
     root, images, expected = setup
     rng = random.Random(11)
-    kinds = ["write", "eval", "step"] * 4  # 12 interruptions
+    kinds = ["write", "eval", "step"] * 2 + ["write", "step"]  # 8 interruptions
     rng.shuffle(kinds)
     plan = [(kind, rng.choice([signal.SIGTERM, signal.SIGKILL])) for kind in kinds]
     plan[0], plan[1] = ("write", signal.SIGKILL), ("eval", signal.SIGTERM)  # both signals
     run_dir = root / "mixed"
     log = soak(images, run_dir, plan, rng)
-    assert sum("hit=True" in line for line in log) >= 10, log  # interrupted mid-run each time
+    assert sum("hit=True" in line for line in log) >= 7, log  # interrupted mid-run each time
     assert any(line.startswith("write SIGKILL hit=True") for line in log), log  # torn writes
     assert any(line.startswith("eval ") and "hit=True" in line for line in log), log
     assert any("exit=-9" in line for line in log) and any("exit=143" in line for line in log)
