@@ -17,6 +17,10 @@ case $NAME in
                              augment.speed_images=100000) ;;
     mnist_ada_hl)    RECIPE=(+experiment=mnist_stable dataset=mnist10k augment.p=ada
                              augment.speed_images=100000 ema.decay=0 ema.half_life_images=10000) ;;
+    # the two that helped most so far, together
+    mnist_ada_hl_ttur) RECIPE=(+experiment=mnist_stable dataset=mnist10k augment.p=ada
+                             augment.speed_images=100000 ema.decay=0 ema.half_life_images=10000
+                             lr_d=4e-4 lr_g=1e-4) ;;
     mnist_stable_ttur) RECIPE=(+experiment=mnist_stable dataset=mnist10k lr_d=4e-4 lr_g=1e-4) ;;
     mnist_stable_sn) RECIPE=(+experiment=mnist_stable dataset=mnist10k model.spectral_norm=true) ;;
     *)               RECIPE=() ;;
