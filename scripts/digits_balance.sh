@@ -8,7 +8,10 @@
 set -euo pipefail
 NAME=$1; shift
 DIGITS_DIR=${DIGITS_DIR:-/work/digits}
-case $NAME in
+# NAME_seedN: recipe NAME from seed N (its own run directory), e.g. mnist_stable_seed2
+RECIPE_NAME=$NAME SEED=1
+if [[ $NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
+case $RECIPE_NAME in
     textbook)        RECIPE=() ;;
     mnist_stable)    RECIPE=(+experiment=mnist_stable dataset=mnist10k) ;;
     # what issue 12's study carries over: adaptive augmentation, a moving average with a horizon
@@ -25,6 +28,6 @@ case $NAME in
     mnist_stable_sn) RECIPE=(+experiment=mnist_stable dataset=mnist10k model.spectral_norm=true) ;;
     *)               RECIPE=() ;;
 esac
-exec dcgan-train dataset=mnist10k model.ngf=32 model.ndf=32 batch_size=64 seed=1 epochs=10 \
+exec dcgan-train dataset=mnist10k model.ngf=32 model.ndf=32 batch_size=64 seed="$SEED" epochs=10 \
     keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto \
     "${RECIPE[@]}" "$@" hydra.run.dir="$DIGITS_DIR/$NAME"

@@ -18,7 +18,10 @@ mkdir -p "$STUDY_DIR"
 if [ ! -d "$CACHE" ] || [ -z "$(ls -A "$CACHE" 2>/dev/null)" ]; then
     dcgan-prepare dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache_dir="$CACHE"
 fi
-case $NAME in
+# NAME_seedN: recipe NAME from seed N (its own run directory), e.g. mnist_stable_seed2
+RECIPE_NAME=$NAME SEED=1
+if [[ $NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
+case $RECIPE_NAME in
     textbook)        RECIPE=() ;;
     textbook_ema)    RECIPE=(ema.decay=0.999) ;;
     celeba_stable)   RECIPE=(+experiment=celeba_stable) ;;
@@ -36,6 +39,6 @@ case $NAME in
     *)               RECIPE=() ;;  # a new recipe: its overrides come as the extra arguments
 esac
 exec dcgan-train dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache=true \
-    dataset.cache_dir="$CACHE" model.ngf=32 model.ndf=32 batch_size=128 seed=1 epochs=50 \
+    dataset.cache_dir="$CACHE" model.ngf=32 model.ndf=32 batch_size=128 seed="$SEED" epochs=50 \
     keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto \
     "${RECIPE[@]}" "$@" hydra.run.dir="$STUDY_DIR/$NAME"
