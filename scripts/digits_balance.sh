@@ -29,5 +29,5 @@ case $RECIPE_NAME in
     *)               RECIPE=() ;;
 esac
 exec dcgan-train dataset=mnist10k model.ngf=32 model.ndf=32 batch_size=64 seed="$SEED" epochs=10 \
-    keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto \
+    keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto precision=fp32 \
     "${RECIPE[@]}" "$@" hydra.run.dir="$DIGITS_DIR/$NAME"

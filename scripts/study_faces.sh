@@ -8,7 +8,9 @@
 #
 # Every run uses one CPU thread (two run side by side on a 2-core machine) and resume=auto in a
 # fixed directory ($STUDY_DIR/NAME, outside the repository), so a run cut off at the end of a
-# session carries on from its last checkpoint when the same command is run again.
+# session carries on from its last checkpoint when the same command is run again. Precision is
+# pinned to fp32 (what precision=auto was on a CPU when the study began), so a run resumed after
+# a change of that default carries on as it started.
 set -euo pipefail
 NAME=$1; shift
 STUDY_DIR=${STUDY_DIR:-/work/study12}
@@ -40,5 +42,5 @@ case $RECIPE_NAME in
 esac
 exec dcgan-train dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache=true \
     dataset.cache_dir="$CACHE" model.ngf=32 model.ndf=32 batch_size=128 seed="$SEED" epochs=50 \
-    keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto \
+    keep_last=0 eval.every=0 cpu_threads=1 log_every=10 resume=auto precision=fp32 \
     "${RECIPE[@]}" "$@" hydra.run.dir="$STUDY_DIR/$NAME"
