@@ -38,6 +38,10 @@ case $RECIPE_NAME in
     # rates (Heusel et al., 2017), and spectral normalisation in D (Miyato et al., 2018)
     celeba_stable_ttur) RECIPE=(+experiment=celeba_stable lr_d=4e-4 lr_g=1e-4) ;;
     celeba_stable_sn)   RECIPE=(+experiment=celeba_stable model.spectral_norm=true) ;;
+    # celeba_stable (ahead from epoch 5) with what helped ADA late: mirroring and an EMA
+    # horizon in images instead of the per-step decay
+    celeba_stable_mirror_hl) RECIPE=(+experiment=celeba_stable dataset.mirror=true ema.decay=0
+                             ema.half_life_images=10000) ;;
     *)               RECIPE=() ;;  # a new recipe: its overrides come as the extra arguments
 esac
 exec dcgan-train dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache=true \

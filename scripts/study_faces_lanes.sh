@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 STUDY_DIR=${STUDY_DIR:-/work/study12}
 BF16_DIR=${BF16_DIR:-/work/study15}
 lane() { for name in "$@"; do STUDY_DIR=$STUDY_DIR scripts/study_faces.sh "$name" >> "$STUDY_DIR/$name.log" 2>&1; done; }
-lane textbook celeba_stable ada_mirror celeba_stable_ttur celeba_stable_sn celeba_stable_seed2 &
+lane textbook celeba_stable ada_mirror celeba_stable_ttur celeba_stable_sn celeba_stable_seed2 \
+    celeba_stable_mirror_hl &
 { lane textbook_ema ada ada_mirror_ema
   STUDY_DIR=$BF16_DIR TEXTBOOK_STUDY=$STUDY_DIR LANES=1 scripts/study_bf16.sh  # ... textbook_seed2
   lane ada_mirror_ema_seed2; } &
