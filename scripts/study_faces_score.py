@@ -6,6 +6,8 @@ as often as the study moves on.
 
     python scripts/study_faces_score.py                  # all runs in $STUDY_DIR (/work/study12)
     python scripts/study_faces_score.py --plot           # the figure + table from the scores
+    python scripts/study_faces_score.py --study /work/study15 --out docs/quality/bf16 --last-epoch 30
+    python scripts/study_faces_score.py --out docs/quality/bf16 --within fp32   # issue 15's test
 
 Results: docs/quality/study12/scores.jsonl (one line per run, epoch and variant).
 """
@@ -52,7 +54,7 @@ def variants(state: dict) -> dict[str, Generator]:
     return made
 
 
-def score(study: Path, results: Path) -> None:
+def score(study: Path, results: Path, last_epoch: int) -> None:
     done = set()
     if results.is_file():
         for line in results.read_text().splitlines():
@@ -62,7 +64,7 @@ def score(study: Path, results: Path) -> None:
                           "dataset.split=test"])
     evaluator = Evaluator(build_dataset(cfg.dataset), N_TEST, 100, SEED, torch.device("cpu"))
     for run in sorted(p for p in study.iterdir() if (p / "checkpoints").is_dir()):
-        for epoch in EPOCHS:
+        for epoch in (e for e in EPOCHS if e <= last_epoch):
             path = run / "checkpoints" / f"epoch_{epoch:03d}.pt"
             if not path.is_file():
                 continue
@@ -103,7 +105,7 @@ def plot(results: Path) -> None:
     fig, (swd, diversity) = plt.subplots(1, 2, figsize=(13, 4.5))
     for run, epochs in sorted(table.items()):
         xs = sorted(epochs)
-        style = "--" if run.startswith("textbook") else "-"
+        style = "--" if run.startswith(("textbook", "fp32")) else "-"
         swd.plot(xs, [epochs[e]["swd/mean"] for e in xs], style, marker="o", markersize=3,
                  label=run)
         diversity.plot(xs, [epochs[e]["diversity"] for e in xs], style, marker="o",
@@ -133,6 +135,26 @@ def plot(results: Path) -> None:
     print("\n".join(lines))
 
 
+def within(results: Path, prefix: str) -> None:
+    """Per epoch, the spread of the runs named PREFIX* (e.g. the fp32 seeds) and whether each
+    other run's SWD lies inside it (else by how much it is outside, relative to the nearest)."""
+    table = best_rows(results)
+    band = {run: rows for run, rows in table.items() if run.startswith(prefix)}
+    others = {run: rows for run, rows in table.items() if not run.startswith(prefix)}
+    epochs = sorted(set.intersection(*(set(rows) for rows in table.values())))
+    print(f"| epoch | {prefix} runs (min-max) | " + " | ".join(others) + " |")
+    print("| ---: | ---: | " + " | ".join("---:" for _ in others) + " |")
+    for epoch in epochs:
+        values = [rows[epoch]["swd/mean"] for rows in band.values()]
+        low, high = min(values), max(values)
+        cells = []
+        for rows in others.values():
+            value = rows[epoch]["swd/mean"]
+            outside = (value - high) / high if value > high else (value - low) / low if value < low else 0
+            cells.append(f"{value:.1f}" + (" (inside)" if outside == 0 else f" ({outside:+.0%})"))
+        print(f"| {epoch} | {low:.1f}-{high:.1f} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=Path(os.environ.get("STUDY_DIR",
@@ -140,13 +162,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT,
                         help="folder of scores.jsonl, curves.png and table.md")
     parser.add_argument("--plot", action="store_true")
+    parser.add_argument("--last-epoch", type=int, default=50, help="score epochs up to this one")
+    parser.add_argument("--within", metavar="PREFIX",
+                        help="compare every run with the spread of the runs named PREFIX*")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if args.plot:
         plot(args.out / "scores.jsonl")
+    elif args.within:
+        within(args.out / "scores.jsonl", args.within)
     else:
-        score(args.study, args.out / "scores.jsonl")
+        score(args.study, args.out / "scores.jsonl", args.last_epoch)
 
 
 if __name__ == "__main__":
