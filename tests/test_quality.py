@@ -172,14 +172,16 @@ def test_stabilised_run_resumes_with_its_settings(make_config, tmp_path, cli):
     assert "model.spectral_norm" in user_error_line(result)
 
 
-@pytest.mark.parametrize("recipe, dataset, augment", [
-    ("celeba_stable", "celeba", ["translation", "color", "cutout"]),
-    ("mnist_stable", "mnist", ["translation", "cutout"]),
+@pytest.mark.parametrize("recipe, dataset, augment, p", [
+    ("celeba_stable", "celeba", ["translation", "color", "cutout"], 1.0),
+    ("mnist_stable", "mnist", ["translation", "cutout"], "ada"),
 ])
-def test_stable_recipes_compose_with_the_textbook_networks(make_config, recipe, dataset, augment):
+def test_stable_recipes_compose_with_the_textbook_networks(make_config, recipe, dataset, augment,
+                                                          p):
     cfg = make_config(f"+experiment={recipe}", "dataset.root=somewhere")
     validate(cfg)
     assert cfg.dataset.name == dataset and list(cfg.augment.ops) == augment
+    assert cfg.augment.p == p
     assert cfg.real_label == 0.9 and cfg.ema.decay == 0.99
     # the same networks, loss and optimiser as the paper: only stabilisers differ
     textbook = make_config(f"dataset={dataset}", "dataset.root=somewhere")
