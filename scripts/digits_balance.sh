@@ -11,21 +11,24 @@ DIGITS_DIR=${DIGITS_DIR:-/work/digits}
 # NAME_seedN: recipe NAME from seed N (its own run directory), e.g. mnist_stable_seed2
 RECIPE_NAME=$NAME SEED=1
 if [[ $NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
+# the stable recipe as these runs began: DiffAugment at a fixed p=1 (mnist_stable adapts p since
+# issue 12's runs below showed ADA helps; mnist_ada is that recipe)
+STABLE=(+experiment=mnist_stable dataset=mnist10k augment.p=1.0)
 case $RECIPE_NAME in
     textbook)        RECIPE=() ;;
-    mnist_stable)    RECIPE=(+experiment=mnist_stable dataset=mnist10k) ;;
+    mnist_stable)    RECIPE=("${STABLE[@]}") ;;
     # what issue 12's study carries over: adaptive augmentation, a moving average with a horizon
     # in images (mirroring is not for digits)
-    mnist_ada)       RECIPE=(+experiment=mnist_stable dataset=mnist10k augment.p=ada
+    mnist_ada)       RECIPE=("${STABLE[@]}" augment.p=ada
                              augment.speed_images=100000) ;;
-    mnist_ada_hl)    RECIPE=(+experiment=mnist_stable dataset=mnist10k augment.p=ada
+    mnist_ada_hl)    RECIPE=("${STABLE[@]}" augment.p=ada
                              augment.speed_images=100000 ema.decay=0 ema.half_life_images=10000) ;;
     # the two that helped most so far, together
-    mnist_ada_hl_ttur) RECIPE=(+experiment=mnist_stable dataset=mnist10k augment.p=ada
+    mnist_ada_hl_ttur) RECIPE=("${STABLE[@]}" augment.p=ada
                              augment.speed_images=100000 ema.decay=0 ema.half_life_images=10000
                              lr_d=4e-4 lr_g=1e-4) ;;
-    mnist_stable_ttur) RECIPE=(+experiment=mnist_stable dataset=mnist10k lr_d=4e-4 lr_g=1e-4) ;;
-    mnist_stable_sn) RECIPE=(+experiment=mnist_stable dataset=mnist10k model.spectral_norm=true) ;;
+    mnist_stable_ttur) RECIPE=("${STABLE[@]}" lr_d=4e-4 lr_g=1e-4) ;;
+    mnist_stable_sn) RECIPE=("${STABLE[@]}" model.spectral_norm=true) ;;
     *)               RECIPE=() ;;
 esac
 exec dcgan-train dataset=mnist10k model.ngf=32 model.ndf=32 batch_size=64 seed="$SEED" epochs=10 \
