@@ -50,8 +50,8 @@ def category(op: str) -> str:
 
 
 def profile_step(steps: int) -> dict[str, float]:
-    """Share of the step's self CPU time per group of ops (top-level aten ops only, so time
-    is not counted twice)."""
+    """Share of the step's CPU time per group of ops, by self time (each op without the ops
+    it calls, so nothing is counted twice)."""
     trainer = project_trainer(torch.device("cpu"), BATCH, "precision=fp32")
     real = torch.rand(BATCH, 3, 64, 64).mul_(2).sub_(1)
     for _ in range(2):
@@ -87,7 +87,8 @@ def compile_bn_act_pairs(network: nn.Module) -> int:
 
 
 def variants() -> dict[str, object]:
-    # the seven pairs share Sequential.forward's code: one compiled graph per shape, not 8 at most
+    # the seven pairs share Sequential.forward's code object, and dynamo compiles at most 8
+    # graphs per code object by default (the rest would silently run eager)
     torch._dynamo.config.recompile_limit = 64
     cpu = torch.device("cpu")
     base = project_trainer(cpu, BATCH, "precision=fp32")

@@ -135,6 +135,15 @@ def plot(results: Path) -> None:
     print("\n".join(lines))
 
 
+def distance_outside(value: float, low: float, high: float) -> float:
+    """0 inside [low, high], else how far outside relative to the nearest end (+ above)."""
+    if value > high:
+        return (value - high) / high
+    if value < low:
+        return (value - low) / low
+    return 0.0
+
+
 def within(results: Path, prefix: str) -> None:
     """Per epoch, the spread of the runs named PREFIX* (e.g. the fp32 seeds) and whether each
     other run's SWD lies inside it (else by how much it is outside, relative to the nearest)."""
@@ -150,7 +159,7 @@ def within(results: Path, prefix: str) -> None:
         cells = []
         for rows in others.values():
             value = rows[epoch]["swd/mean"]
-            outside = (value - high) / high if value > high else (value - low) / low if value < low else 0
+            outside = distance_outside(value, low, high)
             cells.append(f"{value:.1f}" + (" (inside)" if outside == 0 else f" ({outside:+.0%})"))
         print(f"| {epoch} | {low:.1f}-{high:.1f} | " + " | ".join(cells) + " |")
 
