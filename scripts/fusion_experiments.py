@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import cpu_name, project_trainer, timed  # noqa: E402
+from benchmark import cpu_name, project_trainer, timed
 
 BATCH = 128
 
