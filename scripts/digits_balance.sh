@@ -25,6 +25,9 @@ case $RECIPE_NAME in
                              augment.speed_images=100000 ema.decay=0 ema.half_life_images=10000) ;;
     # p rose slowly with 100k images (0.09 after epoch 1, 0.46 at epoch 10): 5x faster
     mnist_ada_fast)  RECIPE=("${STABLE[@]}" augment.p=ada augment.speed_images=20000) ;;
+    # ADA steering D's confidence on real digits lower (r_t target 0.5 instead of 0.6)
+    mnist_ada_target05) RECIPE=("${STABLE[@]}" augment.p=ada augment.speed_images=100000
+                             augment.target=0.5) ;;
     # the two that helped most so far, together
     mnist_ada_hl_ttur) RECIPE=("${STABLE[@]}" augment.p=ada
                              augment.speed_images=100000 ema.decay=0 ema.half_life_images=10000
