@@ -20,7 +20,7 @@ mkdir -p "$STUDY_DIR"
 if [ ! -d "$CACHE" ] || [ -z "$(ls -A "$CACHE" 2>/dev/null)" ]; then
     dcgan-prepare dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache_dir="$CACHE"
 fi
-# NAME_seedN: recipe NAME from seed N (its own run directory), e.g. mnist_stable_seed2
+# NAME_seedN: recipe NAME from seed N (its own run directory), e.g. celeba_stable_seed2
 RECIPE_NAME=$NAME SEED=1
 if [[ $NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
 case $RECIPE_NAME in

@@ -31,11 +31,12 @@ GENERATE_BATCH = 256
 FEATURE_CACHE_DIR = "eval_cache"  # in the run directory
 
 
-def feature_cache_path(run_dir: Path, ds: Any, ev: Any) -> Path:
+def feature_cache_path(run_dir: Path, dataset_cfg: Any, eval_cfg: Any) -> Path:
     """Where a run keeps its real subset's Inception features, named by what fixes the subset
-    (the dataset and eval configs' name, split, image size, count and seed)."""
-    return run_dir / FEATURE_CACHE_DIR / (f"inception-{ds.name}-{ds.split}-{ds.image_size}px-"
-                                          f"n{ev.n_samples}-seed{ev.seed}.pt")
+    (the dataset config's name, split and image size; the eval config's count and seed)."""
+    name = (f"inception-{dataset_cfg.name}-{dataset_cfg.split}-{dataset_cfg.image_size}px-"
+            f"n{eval_cfg.n_samples}-seed{eval_cfg.seed}.pt")
+    return run_dir / FEATURE_CACHE_DIR / name
 
 
 def real_subset(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
