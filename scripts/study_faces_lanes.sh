@@ -12,6 +12,6 @@ lane() { for name in "$@"; do STUDY_DIR=$STUDY_DIR scripts/study_faces.sh "$name
 lane textbook celeba_stable ada_mirror celeba_stable_ttur celeba_stable_sn celeba_stable_seed2 \
     celeba_stable_mirror_hl &
 { lane textbook_ema ada ada_mirror_ema
-  STUDY_DIR=$BF16_DIR TEXTBOOK_STUDY=$STUDY_DIR LANES=1 scripts/study_bf16.sh  # ... textbook_seed2
-  lane ada_mirror_ema_seed2; } &
+  TEXTBOOK_STUDY=$STUDY_DIR STUDY_DIR=$BF16_DIR LANES=1 scripts/study_bf16.sh  # ... textbook_seed2
+  lane ada_mirror_ema_seed2 celeba_stable_mirror_hl_seed2; } &
 wait
