@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -276,11 +277,27 @@ def variants_for(device: torch.device) -> list[str]:
     return []
 
 
+def paired_variants_for(device: torch.device) -> dict[str, list[str]]:
+    """Settings timed in the paired windows beside the textbook loop (a ratio each)."""
+    if device.type == "cuda":
+        return {"cuda_graphs=true": ["precision=bf16", "cuda_graphs=true"],
+                "cuda_graphs=true, precision=fp32": ["precision=fp32", "cuda_graphs=true"]}
+    return {}
+
+
+def loop_step(trainer: GANPair, real: torch.Tensor):
+    """One call = one training step as the loop makes it: the losses are read on the host
+    every step on a CPU, every log_every (50) steps on a GPU (dcgan.trainer, check_every)."""
+    check_every = 1 if trainer.device.type == "cpu" else 50
+    count = itertools.count(1)
+    return lambda: trainer.train_step(real, 0, check_finite=next(count) % check_every == 0)
+
+
 def measure_variant(device, batch, windows, steps, warmup, override: str) -> float:
     """The project's trainer with one setting changed from its default."""
     trainer = project_trainer(device, batch, override)
     real = torch.rand(batch, 3, 64, 64).mul_(2).sub_(1)
-    step = lambda: trainer.train_step(real, 0)  # noqa: E731
+    step = loop_step(trainer, real)
     timed(step, warmup, device)
     return statistics.median(batch * steps / timed(step, steps, device) for _ in range(windows))
 
@@ -289,12 +306,14 @@ def measure_training(device, batch, windows, steps, warmup, precisions: list[str
     """The textbook loop and the trainer at each precision, in alternating timed windows; the
     ratios are medians of the paired windows."""
     trainers = {p: project_trainer(device, batch, f"precision={p}") for p in precisions}
+    trainers.update({name: project_trainer(device, batch, *overrides)
+                     for name, overrides in paired_variants_for(device).items()})
     reference = ReferenceLoop(device)
     real = torch.rand(batch, 3, 64, 64).mul_(2).sub_(1)
     if device.type == "cuda":
         real = real.pin_memory()
     steps_of = {"reference": lambda: reference.step(real),
-                **{p: (lambda t=t: t.train_step(real, 0)) for p, t in trainers.items()}}
+                **{p: loop_step(t, real) for p, t in trainers.items()}}
     for fn in steps_of.values():
         timed(fn, warmup, device)
     rates: dict[str, list[float]] = {name: [] for name in steps_of}
@@ -393,6 +412,10 @@ def main() -> None:
              f"{ceilings[p]['gflop_s']:.0f} GFLOP/s"),
             ("  dcgan step / that ceiling", f"{100 * fractions[p]:.0f}%"),
         ]
+    for name in paired_variants_for(device):
+        rows += [(f"training, dcgan trainer, {name}", f"{train['img_s'][name]:.1f} img/s"),
+                 ("  ratio to the reference (median of paired windows)",
+                  f"{train['ratio'][name]:.2f}x")]
     rows += [
         *((f"training, dcgan trainer with {override}", f"{value:.1f} img/s")
           for override, value in variants.items()),

@@ -62,6 +62,7 @@ def test_wrong_type_is_refused(make_config):
     ("model.ngf=0", "model.ngf"),
     ("dataset.split=valid", "not a split of mnist10k"),
     ("dataset.channels=3", "not possible for mnist10k"),
+    ("cuda_graphs=maybe", "cuda_graphs must be auto, true or false"),
 ])
 def test_nonsense_values_are_refused(make_config, override, message):
     with pytest.raises(DCGANError, match=message):

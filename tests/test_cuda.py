@@ -143,3 +143,63 @@ def test_decoded_data_lives_on_the_gpu_and_trains_like_the_loader(make_config, t
         # the same batches; cuDNN's own nondeterminism is all that may differ
         torch.testing.assert_close(fed.gan.generator.state_dict()[name], tensor, rtol=1e-3,
                                    atol=1e-3)
+
+
+# every per-step number a CUDA graph reads from the device (augmentation chance, noise std,
+# EMA weight under a ramp-up) and two kinds of step (with a G step and without)
+GRAPHED = ["augment=[translation,color,cutout]", "augment.p=0.4", "instance_noise.std=0.1",
+           "ema.half_life_images=200", "ema.rampup=0.5", "d_steps=2"]
+
+
+def graphed_run(make_config, tmp_path, setting: str, precision: str, steps: int = 12):
+    """Metrics of `steps` steps (losses checked on the host every fifth, as the loop does)
+    and the final state; deterministic cuDNN, so eager and replayed steps can be compared."""
+    pair = make_trainer(make_config, tmp_path, f"cuda_graphs={setting}",
+                        f"precision={precision}", *GRAPHED)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    images = torch.rand(16 * steps, 3, 64, 64, device="cuda").mul(2).sub(1).split(16)
+    metrics = [pair.train_step(real, step, check_finite=(step + 1) % 5 == 0)
+               for step, real in enumerate(images)]
+    torch.cuda.synchronize()
+    return pair, [{k: v.item() for k, v in m.items()} for m in metrics], pair.state_dict()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graphs_train_as_eager_steps_do(make_config, tmp_path, monkeypatch, precision):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    eager, eager_metrics, eager_state = graphed_run(make_config, tmp_path, "false", precision)
+    graphed, graphed_metrics, graphed_state = graphed_run(make_config, tmp_path, "true",
+                                                          precision)
+    assert eager.graphs is None and len(graphed.graphs.captured) == 2
+    for network in ("generator", "discriminator", "generator_ema"):
+        for key, value in eager_state[network].items():
+            if precision == "fp32":  # the same kernels in the same order: the same bits
+                assert torch.equal(value, graphed_state[network][key]), f"{network}.{key}"
+            elif value.is_floating_point():  # the noise std rounds to bf16 on the device
+                torch.testing.assert_close(graphed_state[network][key], value, rtol=2e-2,
+                                           atol=2e-3)
+    if precision == "fp32":
+        assert graphed_metrics == eager_metrics
+    else:
+        for a, b in zip(eager_metrics, graphed_metrics):
+            assert b == pytest.approx(a, rel=2e-2, abs=2e-3)
+
+
+def test_cli_trains_with_cuda_graphs_and_resumes(cli, tmp_path):
+    """The real loop with its steps replayed from graphs: checkpoints hold what the graphs
+    trained, and a resumed run captures again and carries on alike."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = [*ON_GPU, "eval.n_samples=32", "cuda_graphs=true", "log_every=3",
+              "dataset=fake"]  # 4 batches of 16 an epoch
+    cli("dcgan-train", *common, "epochs=3", f"hydra.run.dir={straight}", check=True)
+    cli("dcgan-train", *common, "epochs=2", f"hydra.run.dir={split}", check=True)
+    cli("dcgan-train", f"resume={split}", "epochs=3", check=True)
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(split / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 12
+    for network in ("generator", "discriminator"):
+        for key, value in a[network].items():
+            assert torch.isfinite(value.float()).all(), key
+            if value.is_floating_point():  # cuDNN may pick other algorithms per process
+                assert torch.allclose(value, b[network][key], rtol=1e-3, atol=1e-4), key

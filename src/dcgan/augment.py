@@ -34,19 +34,23 @@ CUTOUT_RATIO = 1 / 2
 
 
 def diff_augment(images: torch.Tensor, policy: Union[str, Sequence[str]],
-                 generator: Optional[torch.Generator] = None, p: float = 1.0) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None,
+                 p: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """The images (N x C x H x W) with the policy's operations applied in the order named.
 
     `policy` is a comma-separated string ("color,translation,cutout") or a list of names;
     an empty policy, or p = 0, returns `images` itself and draws no random numbers. With
     p < 1 each image gets each operation with probability p (Karras et al., 2020: the
     strength adaptive augmentation tunes); p = 1 draws exactly what it always did.
+    A tensor p (0 < p < 1, on the images' device) is only read on the device, as a CUDA
+    graph replaying the step needs; it draws what the same p as a number draws.
     """
-    if p <= 0:
+    on_device = isinstance(p, torch.Tensor)
+    if not on_device and p <= 0:
         return images
     for name in parse_policy(policy):
         augmented = _OPERATIONS[name](images, generator)
-        if p < 1:
+        if on_device or p < 1:
             chosen = _uniform(images.shape[0], generator, images) < p
             augmented = torch.where(chosen, augmented, images)
         images = augmented
@@ -139,10 +143,11 @@ _OPERATIONS: dict[str, Callable[..., torch.Tensor]] = {
 AUGMENT_POLICIES = tuple(_OPERATIONS)  # what `augment=[...]` may name
 
 
-def instance_noise(images: torch.Tensor, std: float,
+def instance_noise(images: torch.Tensor, std: Union[float, torch.Tensor],
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """images + N(0, std^2) per pixel; std <= 0 returns `images` itself and draws nothing."""
-    if std <= 0:
+    """images + N(0, std^2) per pixel; std <= 0 returns `images` itself and draws nothing.
+    A tensor std (positive, on the images' device) is only read on the device."""
+    if not isinstance(std, torch.Tensor) and std <= 0:
         return images
     draw_on = generator.device if generator is not None else images.device
     noise = torch.randn(images.shape, generator=generator, device=draw_on, dtype=images.dtype)

@@ -205,6 +205,7 @@ class TrainConfig:
     precision: Precision = Precision.auto
     channels_last: bool = True  # NHWC convolutions: faster on CPUs and tensor cores
     compile: bool = False  # torch.compile both networks (pays on GPUs for long runs)
+    cuda_graphs: Any = "auto"  # replay each kind of training step as a CUDA graph: auto | true | false
     adam: AdamImpl = AdamImpl.auto
     cpu_threads: Optional[int] = None  # torch intra-op threads on the CPU; null = torch's choice
     ddp_check_every: int = 0  # torchrun: every N steps verify all ranks hold identical weights
@@ -243,6 +244,8 @@ def validate(cfg: DictConfig) -> None:
         cfg.num_workers is None or cfg.num_workers >= 0,
         f"num_workers must be 0 or more (or null for automatic), got {cfg.num_workers}",
     )
+    _require(cfg.cuda_graphs in ("auto", True, False),
+             f"cuda_graphs must be auto, true or false, got {cfg.cuda_graphs}")
     _require(cfg.data_on_device in ("auto", True, False),
              f"data_on_device must be auto, true or false, got {cfg.data_on_device}")
     _require(0 < cfg.data_on_device_fraction <= 1, "data_on_device_fraction must be in (0, 1], "
@@ -520,7 +523,8 @@ def gan_settings(cfg: DictConfig, steps_per_epoch: int) -> GANSettings:
         lr_g=float(cfg.lr_g if cfg.lr_g is not None else cfg.lr),
         lr_d=float(cfg.lr_d if cfg.lr_d is not None else cfg.lr),
         betas=(cfg.beta1, cfg.beta2), adam=_name(cfg.adam), precision=_name(cfg.precision),
-        channels_last=cfg.channels_last, compile=cfg.compile, sync_bn=cfg.model.sync_bn,
+        channels_last=cfg.channels_last, compile=cfg.compile,
+        cuda_graphs=str(cfg.cuda_graphs).lower(), sync_bn=cfg.model.sync_bn,
         d_steps=cfg.d_steps, real_label=cfg.real_label, label_flip=cfg.label_flip,
         gp_weight=cfg.gp_weight, augment=tuple(cfg.augment.ops),
         augment_p=augment_p(cfg.augment), track_real_sign=cfg.augment.p == "ada",

@@ -14,7 +14,7 @@ is at most `rampup` times the images seen so far, so the first, poor weights do 
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -50,13 +50,24 @@ class EMA:
             half_life = min(half_life, step * batch_images * self.rampup)
         return 0.5 ** (batch_images / max(half_life, 1e-8))
 
-    @torch.no_grad()
+    def weight_at(self, step: int, batch_images: int) -> Optional[float]:
+        """The share of the live weights in the update after training step `step`
+        (1 - decay); None up to `start_step`, where the update copies them."""
+        if step <= self.start_step:
+            return None
+        return 1.0 - self.decay_at(step, batch_images)
+
     def update(self, module: nn.Module, step: int, batch_images: int = 1) -> None:
         """Fold the live weights of `module` (after training step `step`) into the average."""
-        if step <= self.start_step:
+        self.fold(module, self.weight_at(step, batch_images))
+
+    @torch.no_grad()
+    def fold(self, module: nn.Module, weight: Union[float, torch.Tensor, None]) -> None:
+        """average += weight * (live - average); None copies the live weights. A tensor
+        weight (on the weights' device) is only read on the device (a CUDA graph's input)."""
+        if weight is None:
             self.copy_from(module)
             return
-        weight = 1.0 - self.decay_at(step, batch_images)
         for average, live in _matching(self.module.named_parameters(),
                                        module.named_parameters()):
             average.lerp_(live.detach(), weight)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from dcgan.augment import NoiseSchedule, diff_augment, instance_noise, mirror
 from dcgan.distributed import SINGLE, Distributed, any_rank
 from dcgan.ema import EMA
 from dcgan.errors import DCGANError
+from dcgan.graphs import StepGraphs, graphs_wanted
 from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
 from dcgan.models import (Architecture, Generator, architecture_difference, build_models,
                           freeze_first_blocks)
@@ -40,6 +41,7 @@ class GANSettings:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False
+    cuda_graphs: str = "auto"  # auto | true | false: replay each kind of step as a CUDA graph
     sync_bn: bool = False  # under torchrun only
     d_steps: int = 1  # D steps per G step
     real_label: float = 1.0
@@ -98,8 +100,9 @@ class GANPair:
         if settings.compile:
             keep_first_weight_contiguous(self.generator)
         self.g_forward, self.d_forward, self.d_frozen_forward = self._forwards()
-        self.opt_g = make_adam(self.generator, settings, device, settings.lr_g)
-        self.opt_d = make_adam(self.discriminator, settings, device, settings.lr_d)
+        captured = graphs_wanted(settings.cuda_graphs, settings, device, layout.enabled)
+        self.opt_g = make_adam(self.generator, settings, device, settings.lr_g, captured)
+        self.opt_d = make_adam(self.discriminator, settings, device, settings.lr_d, captured)
         self.ema = make_ema(self.generator, settings)  # what samples, when on
         self.recalibrated = RecalibratedCopy(  # with recalibrate_bn: what samples
             lambda: Generator(settings.arch).to(device, memory_format=self.memory_format),
@@ -109,6 +112,7 @@ class GANPair:
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.graphs = StepGraphs(self) if captured else None  # the captured kinds of step
 
     def _forwards(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         """What the step calls: the modules, compiled if asked, and DDP-wrapped under torchrun.
@@ -142,6 +146,8 @@ class GANPair:
             raise ValueError("reconfigure cannot change the architecture")
         self.settings = settings
         self.set_learning_rates()
+        if self.graphs is not None:
+            self.graphs.settings_changed(settings)
 
     def set_learning_rates(self) -> None:
         for optimizer, lr in ((self.opt_g, self.settings.lr_g), (self.opt_d, self.settings.lr_d)):
@@ -157,27 +163,49 @@ class GANPair:
         every k-th step only.
 
         Returns detached scalar tensors; reading them is left to the caller so the step
-        itself never waits for the device (unless `check_finite`).
+        itself never waits for the device (unless `check_finite`). With CUDA graphs on, a
+        step that needs no host read is replayed from a graph of its kind (dcgan.graphs).
         """
         real = real.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        self.recalibrated.stale = True
+        plan = self.plan(step, real.shape[0])
+        if self.graphs is not None and not check_finite:
+            return self.graphs.run(real, plan)
+        return self.run_step(real, plan, plan.numbers(), check_finite)
+
+    def plan(self, step: int, batch: int) -> "StepPlan":
+        """What training step `step` + 1 on a batch of `batch` images will do."""
+        s = self.settings
+        g_step = (step + 1) % s.d_steps == 0
+        ema_weight = None
+        if g_step and self.ema is not None:
+            ema_weight = self.ema.weight_at(step + 1, batch * self.layout.world_size)
+        return StepPlan(g_step=g_step, augment_p=s.augment_p if s.augment else 0.0,
+                        noise_std=s.noise.std_at(step),
+                        ema=("off" if not g_step or self.ema is None else
+                             "copy" if ema_weight is None else "fold"),
+                        ema_weight=ema_weight or 0.0)
+
+    def run_step(self, real: torch.Tensor, plan: "StepPlan", numbers: "StepNumbers",
+                 check_finite: bool) -> dict[str, torch.Tensor]:
+        """The step `plan` describes, on `real` (on the device), with its per-step numbers
+        as Python floats (eager) or device tensors (what a CUDA graph captures)."""
         if self.settings.mirror:
             real = mirror(real)
-        self.recalibrated.stale = True
         noise = torch.randn(real.shape[0], self.settings.arch.nz, 1, 1, device=self.device)
-        g_step = (step + 1) % self.settings.d_steps == 0
-        with self.autocast(), torch.set_grad_enabled(g_step):
+        with self.autocast(), torch.set_grad_enabled(plan.g_step):
             fake = self.g_forward(noise)
-        metrics = self.d_step(real, fake.detach(), step, check_finite)
-        if g_step:
-            metrics["loss_g"] = self.g_step(fake, step, check_finite)
-            if self.ema is not None:
-                self.ema.update(self.generator, step + 1, real.shape[0] * self.layout.world_size)
+        metrics = self.d_step(real, fake.detach(), numbers, check_finite)
+        if plan.g_step:
+            metrics["loss_g"] = self.g_step(fake, numbers, check_finite)
+        if plan.ema != "off":  # "copy": the average starts from the live weights
+            self.ema.fold(self.generator, numbers.ema_weight if plan.ema == "fold" else None)
         return metrics
 
-    def d_step(self, real: torch.Tensor, fake: torch.Tensor, step: int, check_finite: bool
-               ) -> dict[str, torch.Tensor]:
+    def d_step(self, real: torch.Tensor, fake: torch.Tensor, numbers: "StepNumbers",
+               check_finite: bool) -> dict[str, torch.Tensor]:
         s = self.settings
-        real_seen, fake_seen = what_d_sees(real, s, step), what_d_sees(fake, s, step)
+        real_seen, fake_seen = what_d_sees(real, s, numbers), what_d_sees(fake, s, numbers)
         with self.autocast():
             real_logits = self.d_forward(real_seen)
             fake_logits = self.d_forward(fake_seen)
@@ -201,13 +229,14 @@ class GANPair:
             metrics["real_sign"] = torch.sign(real_logits.detach().float()).mean()
         return metrics
 
-    def g_step(self, fake: torch.Tensor, step: int, check_finite: bool) -> torch.Tensor:
+    def g_step(self, fake: torch.Tensor, numbers: "StepNumbers", check_finite: bool
+               ) -> torch.Tensor:
         # D is frozen so no gradient is spent on its weights (and unfrozen whatever happens:
         # a run that recovers from a non-finite G loss trains D again)
         self.discriminator.requires_grad_(False)
         try:
             with self.autocast():
-                fake_logits = self.d_frozen_forward(what_d_sees(fake, self.settings, step))
+                fake_logits = self.d_frozen_forward(what_d_sees(fake, self.settings, numbers))
             loss_g = generator_loss(fake_logits, kind=self.settings.loss)
             if check_finite:
                 self.refuse_non_finite(loss_g, "generator loss (loss/g)")
@@ -269,6 +298,8 @@ class GANPair:
                              ) from error
         self.set_learning_rates()
         self.recalibrated.stale = True
+        if self.graphs is not None:  # Adam's state tensors are new ones
+            self.graphs.clear()
         if self.ema is not None:
             if "generator_ema" in state:
                 self.ema.load_state_dict(state["generator_ema"])
@@ -295,17 +326,53 @@ def initialise_from(pair: GANPair, state: dict[str, Any], source: str, optimiser
         else:
             pair.ema.copy_from(pair.generator)
     pair.recalibrated.stale = True
+    if pair.graphs is not None:
+        pair.graphs.clear()
 
 
-def what_d_sees(images: torch.Tensor, settings: GANSettings, step: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class StepPlan:
+    """What one training step does, decided on the host before it runs: whether G steps,
+    the chance of each augmentation (0 when there is none), the instance-noise std, and what
+    the moving average does ("off", "copy" the live G, or "fold" it in with `ema_weight`)."""
+
+    g_step: bool
+    augment_p: float
+    noise_std: float
+    ema: str
+    ema_weight: float = 0.0
+
+    @property
+    def kind(self) -> tuple:
+        """The branches the step takes, not its numbers: what a CUDA graph bakes in. Steps of
+        one kind differ only in the numbers `numbers()` carries."""
+        p = self.augment_p
+        return (self.g_step, "none" if p <= 0 else "all" if p >= 1 else "some",
+                self.noise_std > 0, self.ema)
+
+    def numbers(self) -> "StepNumbers":
+        """The per-step numbers as Python floats (the eager step)."""
+        return StepNumbers(augment_p=self.augment_p, noise_std=self.noise_std,
+                           ema_weight=self.ema_weight)
+
+
+@dataclass(frozen=True)
+class StepNumbers:
+    """The numbers a step reads that change from step to step: Python floats, or 0-dim
+    device tensors where a CUDA graph replays the step (filled before each replay)."""
+
+    augment_p: Union[float, torch.Tensor]
+    noise_std: Union[float, torch.Tensor]
+    ema_weight: Union[float, torch.Tensor]
+
+
+def what_d_sees(images: torch.Tensor, settings: GANSettings, numbers: StepNumbers
+                ) -> torch.Tensor:
     """DiffAugment and instance noise, as configured (both differentiable, both off by
     default); the same for real and fake images and in the G step."""
     if settings.augment:
-        images = diff_augment(images, settings.augment, p=settings.augment_p)
-    std = settings.noise.std_at(step)
-    if std > 0:
-        images = instance_noise(images, std)
-    return images
+        images = diff_augment(images, settings.augment, p=numbers.augment_p)
+    return instance_noise(images, numbers.noise_std)
 
 
 def make_ema(generator: nn.Module, settings: GANSettings) -> Optional[EMA]:
@@ -333,15 +400,18 @@ def keep_first_weight_contiguous(generator: nn.Module) -> None:
     first.weight.data = first.weight.data.contiguous()
 
 
-def make_adam(module: nn.Module, settings: GANSettings, device: torch.device, lr: float
-              ) -> torch.optim.Adam:
-    """Adam with the paper's settings, in the fastest implementation the device has."""
+def make_adam(module: nn.Module, settings: GANSettings, device: torch.device, lr: float,
+              capturable: bool = False) -> torch.optim.Adam:
+    """Adam with the paper's settings, in the fastest implementation the device has;
+    `capturable` for CUDA graphs (its step count on the device; fused Adam runs the same
+    kernel either way)."""
     impl = settings.adam
     if impl == "auto":
         impl = "fused" if device.type in ("cpu", "cuda") else "foreach"
     options = {"fused": {"fused": True}, "foreach": {"foreach": True},
                "for_loop": {"foreach": False, "fused": False}}[impl]
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=settings.betas, **options)
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=settings.betas,
+                            capturable=capturable, **options)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
