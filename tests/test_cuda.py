@@ -188,13 +188,15 @@ def test_cuda_graphs_train_as_eager_steps_do(make_config, tmp_path, monkeypatch,
 
 def test_cli_trains_with_cuda_graphs_and_resumes(cli, tmp_path):
     """The real loop with its steps replayed from graphs: checkpoints hold what the graphs
-    trained, and a resumed run captures again and carries on alike."""
+    trained, and a run begun eagerly resumes with graphs (its Adam made capturable) and
+    carries on alike."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = [*ON_GPU, "eval.n_samples=32", "cuda_graphs=true", "log_every=3",
-              "dataset=fake"]  # 4 batches of 16 an epoch
-    cli("dcgan-train", *common, "epochs=3", f"hydra.run.dir={straight}", check=True)
-    cli("dcgan-train", *common, "epochs=2", f"hydra.run.dir={split}", check=True)
-    cli("dcgan-train", f"resume={split}", "epochs=3", check=True)
+    common = [*ON_GPU, "eval.n_samples=32", "log_every=3", "dataset=fake"]  # 4 batches of 16
+    cli("dcgan-train", *common, "cuda_graphs=true", "epochs=3", f"hydra.run.dir={straight}",
+        check=True)
+    cli("dcgan-train", *common, "cuda_graphs=false", "epochs=2", f"hydra.run.dir={split}",
+        check=True)
+    cli("dcgan-train", f"resume={split}", "epochs=3", "cuda_graphs=true", check=True)
     a = load_checkpoint(straight / "checkpoints" / "last.pt")
     b = load_checkpoint(split / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 12

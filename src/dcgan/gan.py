@@ -21,7 +21,7 @@ from dcgan.augment import NoiseSchedule, diff_augment, instance_noise, mirror
 from dcgan.distributed import SINGLE, Distributed, any_rank
 from dcgan.ema import EMA
 from dcgan.errors import DCGANError
-from dcgan.graphs import StepGraphs, graphs_wanted
+from dcgan.graphs import StepGraphs, graphs_wanted, make_capturable
 from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
 from dcgan.models import (Architecture, Generator, architecture_difference, build_models,
                           freeze_first_blocks)
@@ -150,9 +150,13 @@ class GANPair:
             self.graphs.settings_changed(settings)
 
     def set_learning_rates(self) -> None:
+        """This pair's rates and betas in both optimisers (a loaded optimiser state brings the
+        saved run's), and with CUDA graphs their capturable form."""
         for optimizer, lr in ((self.opt_g, self.settings.lr_g), (self.opt_d, self.settings.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"], group["betas"] = lr, self.settings.betas
+            if self.graphs is not None:
+                make_capturable(optimizer)
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -256,8 +260,11 @@ class GANPair:
             raise NonFiniteLoss(which, loss.item())
 
     def autocast(self) -> torch.autocast:
+        # under CUDA graphs without the cast-weight cache (what torch.cuda.graphs asks for);
+        # a cast is exact, so the numbers are the same either way
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
+                              enabled=self.autocast_dtype is not None,
+                              cache_enabled=self.graphs is None)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -70,6 +70,17 @@ def baked_settings(settings: "GANSettings") -> "GANSettings":
     return replace(settings, augment_p=0.0, noise=replace(settings.noise, start_step=0))
 
 
+def make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Adam as a graph can hold it, also after loading a state saved without graphs (which
+    brings its param groups' flags): capturable, its step counts on the parameters' device."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        for parameter in group["params"]:
+            step = optimizer.state.get(parameter, {}).get("step")
+            if isinstance(step, torch.Tensor) and step.device != parameter.device:
+                optimizer.state[parameter]["step"] = step.to(parameter.device, torch.float32)
+
+
 class CudaGraphBackend:
     """Capture and warm-up on a CUDA device (see torch.cuda.graphs)."""
 
