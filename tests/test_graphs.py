@@ -12,7 +12,7 @@ import torch
 
 from dcgan.config import gan_settings
 from dcgan.errors import DCGANError
-from dcgan.gan import GANPair
+from dcgan.gan import GANPair, StepPlan
 from dcgan.graphs import StepGraphs, eager_only_reason, graphs_wanted
 from dcgan.runtime import seed_everything
 from tests.test_gan import FAKE, REAL
@@ -114,11 +114,11 @@ def test_replay_reads_the_new_batch_and_numbers_each_time(make_config):
     pair = make_pair(make_config, "d_steps=1")
     backend = with_graphs(pair)
     train(pair, steps=4, checked_every=100, p_every=100)
-    captured = pair.graphs.captured[pair.plan(4, 16).kind]
+    captured = pair.graphs.captured[StepPlan.of(pair.settings, pair.ema, 4, 16).kind]
     batch = torch.stack([REAL[i] for i in range(16, 32)])
     pair.train_step(batch, 4, check_finite=False)
     assert torch.equal(captured.real, batch)
-    plan = pair.plan(4, 16)
+    plan = StepPlan.of(pair.settings, pair.ema, 4, 16)
     assert captured.numbers.tolist() == pytest.approx([0.4, plan.noise_std, plan.ema_weight])
     assert backend.replays == 4  # steps 2-5: step 1 warmed up
 

@@ -99,7 +99,8 @@ class GANPair:
         self.d_trainable = freeze_first_blocks(self.discriminator, settings.freeze_d)
         if settings.compile:
             keep_first_weight_contiguous(self.generator)
-        self.g_forward, self.d_forward, self.d_frozen_forward = self._forwards()
+        self.g_forward, self.d_forward, self.d_frozen_forward = step_forwards(
+            self.generator, self.discriminator, settings, layout, device)
         captured = graphs_wanted(settings.cuda_graphs, settings, device, layout.enabled)
         self.opt_g = make_adam(self.generator, settings, device, settings.lr_g, captured)
         self.opt_d = make_adam(self.discriminator, settings, device, settings.lr_d, captured)
@@ -113,22 +114,6 @@ class GANPair:
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.graphs = StepGraphs(self) if captured else None  # the captured kinds of step
-
-    def _forwards(self) -> tuple[nn.Module, nn.Module, nn.Module]:
-        """What the step calls: the modules, compiled if asked, and DDP-wrapped under torchrun.
-
-        The G step calls D's plain module: D is frozen there, and DistributedDataParallel
-        would otherwise wait for D gradients that never come.
-        """
-        g_forward, d_forward = self.generator, self.discriminator
-        if self.layout.enabled:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            g_forward = DistributedDataParallel(self.generator, device_ids=device_ids)
-            d_forward = DistributedDataParallel(self.discriminator, device_ids=device_ids)
-        compile_ = torch.compile if self.settings.compile else (lambda module: module)
-        g_forward, d_forward = compile_(g_forward), compile_(d_forward)
-        return g_forward, d_forward, (compile_(self.discriminator) if self.layout.enabled
-                                      else d_forward)
 
     @property
     def sampling_generator(self) -> nn.Module:
@@ -150,8 +135,7 @@ class GANPair:
             self.graphs.settings_changed(settings)
 
     def set_learning_rates(self) -> None:
-        """This pair's rates and betas in both optimisers (a loaded optimiser state brings the
-        saved run's), and with CUDA graphs their capturable form."""
+        """This pair's rates and betas (a loaded state brings the saved run's); graphs: capturable."""
         for optimizer, lr in ((self.opt_g, self.settings.lr_g), (self.opt_d, self.settings.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"], group["betas"] = lr, self.settings.betas
@@ -172,23 +156,10 @@ class GANPair:
         """
         real = real.to(self.device, non_blocking=True, memory_format=self.memory_format)
         self.recalibrated.stale = True
-        plan = self.plan(step, real.shape[0])
+        plan = StepPlan.of(self.settings, self.ema, step, real.shape[0] * self.layout.world_size)
         if self.graphs is not None and not check_finite:
             return self.graphs.run(real, plan)
         return self.run_step(real, plan, plan.numbers(), check_finite)
-
-    def plan(self, step: int, batch: int) -> "StepPlan":
-        """What training step `step` + 1 on a batch of `batch` images will do."""
-        s = self.settings
-        g_step = (step + 1) % s.d_steps == 0
-        ema_weight = None
-        if g_step and self.ema is not None:
-            ema_weight = self.ema.weight_at(step + 1, batch * self.layout.world_size)
-        return StepPlan(g_step=g_step, augment_p=s.augment_p if s.augment else 0.0,
-                        noise_std=s.noise.std_at(step),
-                        ema=("off" if not g_step or self.ema is None else
-                             "copy" if ema_weight is None else "fold"),
-                        ema_weight=ema_weight or 0.0)
 
     def run_step(self, real: torch.Tensor, plan: "StepPlan", numbers: "StepNumbers",
                  check_finite: bool) -> dict[str, torch.Tensor]:
@@ -260,8 +231,7 @@ class GANPair:
             raise NonFiniteLoss(which, loss.item())
 
     def autocast(self) -> torch.autocast:
-        # under CUDA graphs without the cast-weight cache (what torch.cuda.graphs asks for);
-        # a cast is exact, so the numbers are the same either way
+        # no cast-weight cache under CUDA graphs (as torch.cuda.graphs asks; the same numbers)
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None,
                               cache_enabled=self.graphs is None)
@@ -349,6 +319,18 @@ class StepPlan:
     ema: str
     ema_weight: float = 0.0
 
+    @classmethod
+    def of(cls, settings: GANSettings, ema: Optional[EMA], step: int, batch_images: int
+           ) -> "StepPlan":
+        """What training step `step` + 1 does, on batches of `batch_images` images in all."""
+        g_step = (step + 1) % settings.d_steps == 0
+        ema_weight = ema.weight_at(step + 1, batch_images) if g_step and ema else None
+        return cls(g_step=g_step, augment_p=settings.augment_p if settings.augment else 0.0,
+                   noise_std=settings.noise.std_at(step),
+                   ema=("off" if not g_step or ema is None else
+                        "copy" if ema_weight is None else "fold"),
+                   ema_weight=ema_weight or 0.0)
+
     @property
     def kind(self) -> tuple:
         """The branches the step takes, not its numbers: what a CUDA graph bakes in. Steps of
@@ -380,6 +362,25 @@ def what_d_sees(images: torch.Tensor, settings: GANSettings, numbers: StepNumber
     if settings.augment:
         images = diff_augment(images, settings.augment, p=numbers.augment_p)
     return instance_noise(images, numbers.noise_std)
+
+
+def step_forwards(generator: nn.Module, discriminator: nn.Module, settings: GANSettings,
+                  layout: Distributed, device: torch.device
+                  ) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """What the step calls for G, for D, and for D in the G step: the modules, compiled if
+    asked, and DDP-wrapped under torchrun.
+
+    The G step calls D's plain module: D is frozen there, and DistributedDataParallel
+    would otherwise wait for D gradients that never come.
+    """
+    g_forward, d_forward = generator, discriminator
+    if layout.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        g_forward = DistributedDataParallel(generator, device_ids=device_ids)
+        d_forward = DistributedDataParallel(discriminator, device_ids=device_ids)
+    compile_ = torch.compile if settings.compile else (lambda module: module)
+    g_forward, d_forward = compile_(g_forward), compile_(d_forward)
+    return g_forward, d_forward, compile_(discriminator) if layout.enabled else d_forward
 
 
 def make_ema(generator: nn.Module, settings: GANSettings) -> Optional[EMA]:
