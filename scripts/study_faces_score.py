@@ -164,6 +164,37 @@ def within(results: Path, prefix: str) -> None:
         print(f"| {epoch} | {low:.1f}-{high:.1f} | " + " | ".join(cells) + " |")
 
 
+def target(results: Path, recipe: str) -> None:
+    """Issue 12's target for `recipe`, at each seed against the textbook from that seed
+    (runs NAME and NAME_seedN): the textbook's epoch-50 SWD reached by epoch 25, at least 20%
+    below the textbook at epoch 50, never worse than it from epoch 10 on, and diversity in
+    [0.9, 1.1] (from epoch 10 on, and from epoch 25 on)."""
+    table = best_rows(results)
+    seeds = sorted({1} | {int(run.rsplit("_seed", 1)[1]) for run in table
+                          if run.startswith(recipe + "_seed")})
+    for seed in seeds:
+        suffix = "" if seed == 1 else f"_seed{seed}"
+        ours, textbook = table.get(recipe + suffix, {}), table.get("textbook" + suffix, {})
+        if 50 not in ours or 50 not in textbook:
+            print(f"{recipe}, seed {seed}: not scored to epoch 50 yet")
+            continue
+        swd = {epoch: row["swd/mean"] for epoch, row in ours.items()}
+        base = {epoch: row["swd/mean"] for epoch, row in textbook.items()}
+        worse = {e: f"{swd[e] / base[e] - 1:+.0%}" for e in sorted(swd)
+                 if e >= 10 and swd[e] > base[e]}
+        diversity = {e: round(row["diversity"], 2) for e, row in ours.items()}
+        outside = lambda start: {e: d for e, d in sorted(diversity.items())  # noqa: E731
+                                 if e >= start and not 0.9 <= d <= 1.1}
+        print(f"{recipe}, seed {seed}:")
+        print(f"  epoch 25: {swd[25]:.1f} against the textbook's epoch 50: {base[50]:.1f} "
+              f"({'met' if swd[25] <= base[50] else f'missed by {swd[25] / base[50] - 1:.0%}'})")
+        print(f"  epoch 50: {swd[50]:.1f}, {1 - swd[50] / base[50]:.0%} below the textbook's "
+              f"{base[50]:.1f} ({'met' if swd[50] <= 0.8 * base[50] else 'missed: 20% wanted'})")
+        print(f"  worse than the textbook from epoch 10 on: {worse or 'never (met)'}")
+        print(f"  diversity outside [0.9, 1.1]: from epoch 10 {outside(10) or 'none'}; "
+              f"from epoch 25 {outside(25) or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=Path(os.environ.get("STUDY_DIR",
@@ -174,11 +205,15 @@ def main() -> None:
     parser.add_argument("--last-epoch", type=int, default=50, help="score epochs up to this one")
     parser.add_argument("--within", metavar="PREFIX",
                         help="compare every run with the spread of the runs named PREFIX*")
+    parser.add_argument("--target", metavar="RECIPE",
+                        help="issue 12's target for RECIPE (and RECIPE_seedN) per seed")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if args.plot:
         plot(args.out / "scores.jsonl")
+    elif args.target:
+        target(args.out / "scores.jsonl", args.target)
     elif args.within:
         within(args.out / "scores.jsonl", args.within)
     else:
