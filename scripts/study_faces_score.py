@@ -103,13 +103,18 @@ def plot(results: Path) -> None:
 
     table = best_rows(results)
     fig, (swd, diversity) = plt.subplots(1, 2, figsize=(13, 4.5))
+    # one colour per recipe (its seeds alike), dashed for the textbook, dotted for seed 2+
+    recipes = sorted({run.split("_seed")[0] for run in table})
+    colours = {recipe: plt.get_cmap("tab10")(i % 10) for i, recipe in enumerate(recipes)}
     for run, epochs in sorted(table.items()):
         xs = sorted(epochs)
-        style = "--" if run.startswith(("textbook", "fp32")) else "-"
+        style = (":" if "_seed" in run else "--" if run.startswith(("textbook", "fp32"))
+                 else "-")
+        colour = colours[run.split("_seed")[0]]
         swd.plot(xs, [epochs[e]["swd/mean"] for e in xs], style, marker="o", markersize=3,
-                 label=run)
+                 label=run, color=colour)
         diversity.plot(xs, [epochs[e]["diversity"] for e in xs], style, marker="o",
-                       markersize=3, label=run)
+                       markersize=3, label=run, color=colour)
     swd.set_yscale("log")
     swd.set_ylabel("SWD x1e3 vs the 660 test faces (lower is better)")
     diversity.set_ylabel("diversity ratio (1 = as varied as the real faces)")
@@ -117,7 +122,7 @@ def plot(results: Path) -> None:
     for axis in (swd, diversity):
         axis.set_xlabel("epoch (4,657 training faces, batch 128)")
         axis.grid(alpha=0.3)
-    swd.legend(fontsize=8)
+    swd.legend(fontsize=7, loc="lower left", ncol=2)
     fig.tight_layout()
     fig.savefig(results.parent / "curves.png", dpi=80)
     epochs = sorted({e for rows in table.values() for e in rows})
