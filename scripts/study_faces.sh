@@ -23,10 +23,14 @@ fi
 # NAME_seedN: recipe NAME from seed N (its own run directory), e.g. celeba_stable_seed2
 RECIPE_NAME=$NAME SEED=1
 if [[ $NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
+# celeba_stable as it was when the study began (DiffAugment, real_label 0.9, EMA decay 0.99 from
+# step 100); the study made celeba_stable_mirror_hl the recipe since, and every run here keeps
+# the settings it started with
+STABLE=(+experiment=celeba_stable dataset.mirror=false ema.half_life_images=null ema.decay=0.99)
 case $RECIPE_NAME in
     textbook)        RECIPE=() ;;
     textbook_ema)    RECIPE=(ema.decay=0.999) ;;
-    celeba_stable)   RECIPE=(+experiment=celeba_stable) ;;
+    celeba_stable)   RECIPE=("${STABLE[@]}") ;;
     # adaptive augmentation over the DiffAugment operations; 100k images from p=0 to 1 (the
     # paper's 500k is for runs of millions of images: this whole run is 233k)
     ada)             RECIPE=("augment=[translation,color,cutout]" augment.p=ada augment.speed_images=100000) ;;
@@ -36,15 +40,15 @@ case $RECIPE_NAME in
                              dataset.mirror=true ema.half_life_images=10000) ;;
     # the best of the first six so far (by epoch 20 of the ADA runs): two time-scale learning
     # rates (Heusel et al., 2017), and spectral normalisation in D (Miyato et al., 2018)
-    celeba_stable_ttur) RECIPE=(+experiment=celeba_stable lr_d=4e-4 lr_g=1e-4) ;;
-    celeba_stable_sn)   RECIPE=(+experiment=celeba_stable model.spectral_norm=true) ;;
+    celeba_stable_ttur) RECIPE=("${STABLE[@]}" lr_d=4e-4 lr_g=1e-4) ;;
+    celeba_stable_sn)   RECIPE=("${STABLE[@]}" model.spectral_norm=true) ;;
     # celeba_stable (ahead from epoch 5) with what helped ADA late: mirroring and an EMA
     # horizon in images instead of the per-step decay
-    celeba_stable_mirror_hl) RECIPE=(+experiment=celeba_stable dataset.mirror=true ema.decay=0
+    celeba_stable_mirror_hl) RECIPE=("${STABLE[@]}" dataset.mirror=true ema.decay=0
                              ema.half_life_images=10000) ;;
     # ... with a longer horizon: the 0.05 ramp-up held mirror_hl's half-life to 5% of the
     # images seen (5.8k at epoch 25, below celeba_stable's 8.8k); 0.2 lets it grow to 20k
-    celeba_stable_mirror_hl20) RECIPE=(+experiment=celeba_stable dataset.mirror=true ema.decay=0
+    celeba_stable_mirror_hl20) RECIPE=("${STABLE[@]}" dataset.mirror=true ema.decay=0
                              ema.half_life_images=20000 ema.rampup=0.2) ;;
     *)               RECIPE=() ;;  # a new recipe: its overrides come as the extra arguments
 esac

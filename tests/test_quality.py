@@ -172,17 +172,21 @@ def test_stabilised_run_resumes_with_its_settings(make_config, tmp_path, cli):
     assert "model.spectral_norm" in user_error_line(result)
 
 
-@pytest.mark.parametrize("recipe, dataset, augment, p", [
-    ("celeba_stable", "celeba", ["translation", "color", "cutout"], 1.0),
-    ("mnist_stable", "mnist", ["translation", "cutout"], "ada"),
+@pytest.mark.parametrize("recipe, dataset, augment, p, mirror, ema", [
+    # issue 12's study: mirroring and a half-life in images won on the faces
+    ("celeba_stable", "celeba", ["translation", "color", "cutout"], 1.0, True,
+     {"decay": 0.0, "half_life_images": 10000, "start_step": 100}),
+    # digits have a handedness: no mirroring
+    ("mnist_stable", "mnist", ["translation", "cutout"], "ada", False,
+     {"decay": 0.99, "half_life_images": None, "start_step": 100}),
 ])
 def test_stable_recipes_compose_with_the_textbook_networks(make_config, recipe, dataset, augment,
-                                                          p):
+                                                          p, mirror, ema):
     cfg = make_config(f"+experiment={recipe}", "dataset.root=somewhere")
     validate(cfg)
     assert cfg.dataset.name == dataset and list(cfg.augment.ops) == augment
-    assert cfg.augment.p == p
-    assert cfg.real_label == 0.9 and cfg.ema.decay == 0.99
+    assert cfg.augment.p == p and cfg.dataset.mirror == mirror
+    assert cfg.real_label == 0.9 and {key: cfg.ema[key] for key in ema} == ema
     # the same networks, loss and optimiser as the paper: only stabilisers differ
     textbook = make_config(f"dataset={dataset}", "dataset.root=somewhere")
     for key in ("model", "loss", "lr", "beta1", "beta2", "batch_size"):
