@@ -102,7 +102,7 @@ def plot(results: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = best_rows(results)
-    fig, (swd, diversity) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, (swd, diversity) = plt.subplots(1, 2, figsize=(15, 4.5))
     # one colour per recipe (its seeds alike), dashed for the textbook, dotted for seed 2+
     recipes = sorted({run.split("_seed")[0] for run in table})
     colours = {recipe: plt.get_cmap("tab10")(i % 10) for i, recipe in enumerate(recipes)}
@@ -122,8 +122,9 @@ def plot(results: Path) -> None:
     for axis in (swd, diversity):
         axis.set_xlabel("epoch (4,657 training faces, batch 128)")
         axis.grid(alpha=0.3)
-    swd.legend(fontsize=7, loc="lower left", ncol=2)
-    fig.tight_layout()
+    handles, labels = swd.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(results.parent / "curves.png", dpi=80)
     epochs = sorted({e for rows in table.values() for e in rows})
     lines = ["| run | " + " | ".join(str(e) for e in epochs) + " |",
