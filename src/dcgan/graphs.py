@@ -12,7 +12,7 @@ a static buffer. Each kind runs `warmup` eager steps on a side stream first (cuD
 algorithms there, as capture needs), is captured, and is replayed from then on: the capture
 itself records without running, so the step it was made for is the first replay.
 
-Eager steps remain for: a batch of another shape (an epoch's short last batch), a step whose
+Eager steps remain for: a batch of another shape (one short of unreadable images), a step whose
 losses are checked on the host (check_finite), and anything before a kind is captured. A
 change of what a graph bakes in (learning rates, label targets, the loss; not p or the noise)
 and a restored checkpoint (Adam's state tensors are new ones) drop the graphs; they are
@@ -59,7 +59,7 @@ def eager_only_reason(settings: "GANSettings", device: torch.device, distributed
     if distributed:
         return "under torchrun the gradients are all-reduced outside the step"
     if settings.compile:
-        return "compile=true makes its own graphs (mode reduce-overhead)"
+        return "compile=true and CUDA graphs are not combined (torch.compile has its own)"
     if settings.loss == "wgan_gp":
         return "the gradient penalty's double backward is not captured"
     return None
@@ -135,7 +135,7 @@ class StepGraphs:
     def run(self, real: torch.Tensor, plan: "StepPlan") -> dict[str, torch.Tensor]:
         """Step `plan` on `real`: replayed when its kind is captured, else eager."""
         self.shape = self.shape or real.shape
-        if real.shape != self.shape:  # e.g. an epoch's short last batch
+        if real.shape != self.shape:  # e.g. a batch short of unreadable images
             return self.pair.run_step(real, plan, plan.numbers(), check_finite=False)
         captured = self.captured.get(plan.kind)
         if captured is None:
