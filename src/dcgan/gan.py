@@ -21,7 +21,7 @@ from dcgan.augment import NoiseSchedule, diff_augment, instance_noise, mirror
 from dcgan.distributed import SINGLE, Distributed, any_rank
 from dcgan.ema import EMA
 from dcgan.errors import DCGANError
-from dcgan.graphs import StepGraphs, graphs_wanted, make_capturable
+from dcgan.graphs import StepGraphs, graphs_wanted
 from dcgan.losses import discriminator_loss, generator_loss, gradient_penalty, label_flip_mask
 from dcgan.models import (Architecture, Generator, architecture_difference, build_models,
                           freeze_first_blocks)
@@ -135,12 +135,9 @@ class GANPair:
             self.graphs.settings_changed(settings)
 
     def set_learning_rates(self) -> None:
-        """This pair's rates and betas (a loaded state brings the saved run's); graphs: capturable."""
         for optimizer, lr in ((self.opt_g, self.settings.lr_g), (self.opt_d, self.settings.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"], group["betas"] = lr, self.settings.betas
-            if self.graphs is not None:
-                make_capturable(optimizer)
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -275,8 +272,8 @@ class GANPair:
                              ) from error
         self.set_learning_rates()
         self.recalibrated.stale = True
-        if self.graphs is not None:  # Adam's state tensors are new ones
-            self.graphs.clear()
+        if self.graphs is not None:
+            self.graphs.after_load()
         if self.ema is not None:
             if "generator_ema" in state:
                 self.ema.load_state_dict(state["generator_ema"])
@@ -304,7 +301,7 @@ def initialise_from(pair: GANPair, state: dict[str, Any], source: str, optimiser
             pair.ema.copy_from(pair.generator)
     pair.recalibrated.stale = True
     if pair.graphs is not None:
-        pair.graphs.clear()
+        pair.graphs.after_load()
 
 
 @dataclass(frozen=True)

@@ -136,16 +136,18 @@ class StepGraphs:
         """Step `plan` on `real`: replayed when its kind is captured, else eager."""
         self.shape = self.shape or real.shape
         if real.shape != self.shape:  # e.g. a batch short of unreadable images
-            return self.pair.run_step(real, plan, plan.numbers(), check_finite=False)
+            return self.eager(real, plan)
         captured = self.captured.get(plan.kind)
         if captured is None:
             warmed = self.eager_steps.get(plan.kind, 0)
             if warmed < self.warmup_steps:
                 self.eager_steps[plan.kind] = warmed + 1
-                return self.backend.warmup(
-                    lambda: self.pair.run_step(real, plan, plan.numbers(), check_finite=False))
+                return self.backend.warmup(lambda: self.eager(real, plan))
             captured = self.captured[plan.kind] = self.capture(real, plan)
         return self.replay(captured, real, plan)
+
+    def eager(self, real: torch.Tensor, plan: "StepPlan") -> dict[str, torch.Tensor]:
+        return self.pair.run_step(real, plan, plan.numbers(), check_finite=False)
 
     def capture(self, real: torch.Tensor, plan: "StepPlan") -> CapturedStep:
         static_real = torch.empty_like(real)
@@ -183,6 +185,13 @@ class StepGraphs:
         if baked != self.baked:
             self.baked = baked
             self.clear()
+
+    def after_load(self) -> None:
+        """After the pair loaded a state: Adam's state tensors are new ones (the graphs read
+        the old), and its param groups carry the saved run's flags (capturable again)."""
+        make_capturable(self.pair.opt_g)
+        make_capturable(self.pair.opt_d)
+        self.clear()
 
     def clear(self) -> None:
         """Forget every graph (they are captured again, after their warm-up)."""
