@@ -50,6 +50,7 @@ from dcgan.models import Architecture, Discriminator, Generator
 from dcgan.runtime import (configure_backends, cpu_has_native_bf16, resolve_device,
                            seed_everything)
 from dcgan.sample import generate
+from dcgan.trainer import finite_check_every
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CELEBA = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data")) / "celeba"
@@ -286,9 +287,9 @@ def paired_variants_for(device: torch.device) -> dict[str, list[str]]:
 
 
 def loop_step(trainer: GANPair, real: torch.Tensor):
-    """One call = one training step as the loop makes it: the losses are read on the host
-    every step on a CPU, every log_every (50) steps on a GPU (dcgan.trainer, check_every)."""
-    check_every = 1 if trainer.device.type == "cpu" else 50
+    """One call = one training step as the loop makes it, the losses read on the host as
+    often as the loop reads them (at the default log_every, 50)."""
+    check_every = finite_check_every(trainer.device, log_every=50)
     count = itertools.count(1)
     return lambda: trainer.train_step(real, 0, check_finite=next(count) % check_every == 0)
 

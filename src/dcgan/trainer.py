@@ -71,8 +71,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps (batches) completed
         self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch stop)
-        # a loss read on the host waits for the device: every step on the CPU, else per window
-        self.check_every = 1 if self.device.type == "cpu" else settings.log_every
+        self.check_every = finite_check_every(self.device, settings.log_every)
         self.stop = StopSignals()  # replaced by fit()'s caller to honour Ctrl-C / SIGTERM
         self.last_metrics: dict[str, float] = {}  # the newest logged window, for summaries
         self.epoch_metrics: dict[str, float] = {}  # what hooks measured at this epoch's end
@@ -281,6 +280,12 @@ class MetricWindow:
         values["img_per_s"] = self.images / max(time.perf_counter() - self.started, 1e-9)
         self.reset()
         return values
+
+
+def finite_check_every(device: torch.device, log_every: int) -> int:
+    """Steps between host reads of the losses (the non-finite check): a read waits for the
+    device, so every step on the CPU (free there), once per metric window elsewhere."""
+    return 1 if device.type == "cpu" else log_every
 
 
 def progress_text(values: dict[str, float]) -> dict[str, str]:
