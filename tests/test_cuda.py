@@ -156,6 +156,7 @@ def graphed_run(make_config, tmp_path, setting: str, precision: str, steps: int 
     and the final state; deterministic cuDNN, so eager and replayed steps can be compared."""
     pair = make_trainer(make_config, tmp_path, f"cuda_graphs={setting}",
                         f"precision={precision}", *GRAPHED)
+    # after configure_backends turned benchmark on; the test's monkeypatch restores both
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     images = torch.rand(16 * steps, 3, 64, 64, device="cuda").mul(2).sub(1).split(16)
     metrics = [pair.train_step(real, step, check_finite=(step + 1) % 5 == 0)
