@@ -41,16 +41,20 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dcgan.cli.sample import generate
 from dcgan.config import compose_config as compose_overrides
 from dcgan.config import gan_settings
-from dcgan.data import build_dataset
-from dcgan.gan import GANPair
-from dcgan.loader import DeviceFeed, EpochShuffle, build_loader, decoded_images
-from dcgan.models import Architecture, Discriminator, Generator
-from dcgan.runtime import (configure_backends, cpu_has_native_bf16, resolve_device,
-                           seed_everything)
-from dcgan.sample import generate
-from dcgan.trainer import finite_check_every
+from dcgan.data.datasets import build_dataset
+from dcgan.data.loader import DeviceFeed, EpochShuffle, build_loader, decoded_images
+from dcgan.nets.models import Architecture, Discriminator, Generator
+from dcgan.runtime.process import (
+    configure_backends,
+    cpu_has_native_bf16,
+    resolve_device,
+    seed_everything,
+)
+from dcgan.training.loop import finite_check_every
+from dcgan.training.pair import GANPair
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CELEBA = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data")) / "celeba"

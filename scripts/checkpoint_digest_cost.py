@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from dcgan.atomic import write_atomic
-from dcgan.checkpoint import load_checkpoint, save_checkpoint, serialize
+from dcgan.cli.run import build_trainer
 from dcgan.config import compose_config
-from dcgan.data import build_dataset
-from dcgan.integrity import seal, state_digest
-from dcgan.run import build_trainer
+from dcgan.data.datasets import build_dataset
+from dcgan.files.atomic import write_atomic
+from dcgan.store.checkpoints import load_checkpoint, save_checkpoint, serialize
+from dcgan.store.integrity import seal, state_digest
 
 
 def cpu_name() -> str:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from dcgan.config import compose_config as compose_real_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,9 +37,9 @@ def _command(name: str) -> list[str]:
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
-    module = {"dcgan-train": "dcgan.train", "dcgan-sample": "dcgan.sample",
-              "dcgan-prepare": "dcgan.prepare", "dcgan-export": "dcgan.export",
-              "dcgan-eval": "dcgan.evaluate", "dcgan-report": "dcgan.report"}[name]
+    module = {"dcgan-train": "dcgan.cli.train", "dcgan-sample": "dcgan.cli.sample",
+              "dcgan-prepare": "dcgan.cli.prepare", "dcgan-export": "dcgan.cli.export",
+              "dcgan-eval": "dcgan.cli.evaluate", "dcgan-report": "dcgan.cli.report"}[name]
     return [sys.executable, "-m", module]
 
 

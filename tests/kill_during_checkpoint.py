@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-import dcgan.train
-from dcgan.checkpoint import REQUIRED_KEYS, load_generator_file
+import dcgan.cli.train
+from dcgan.store.checkpoints import REQUIRED_KEYS, load_generator_file
 
 TRAIN_ARGS = ["dataset=fake", "dataset.size=100000", "model.ngf=32", "model.ndf=32",
               "model.nz=32", "batch_size=4", "ckpt_every_steps=1", "keep_last=2", "epochs=1",
@@ -35,7 +35,7 @@ def train_in_child(run_dir: Path) -> None:
     torch.set_num_threads(1)
     sys.argv = ["dcgan-train", *TRAIN_ARGS, f"hydra.run.dir={run_dir}"]
     try:
-        dcgan.train.main()
+        dcgan.cli.train.main()
     finally:
         os._exit(0)
 

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcgan.augment import AdaSettings, diff_augment, mirror
-from dcgan.checkpoint import load_checkpoint, load_generator
+from dcgan.cli.run import build_trainer
 from dcgan.config import validate
-from dcgan.data import build_dataset
-from dcgan.ema import EMA
+from dcgan.data.datasets import build_dataset
 from dcgan.errors import DCGANError
-from dcgan.models import Architecture, Generator, build_models
-from dcgan.loggers import Loggers
-from dcgan.loggers.csv import CSVLogger
-from dcgan.run import build_trainer
-from dcgan.sampling import batchnorm_state, recalibrate_batchnorm
-from dcgan.trainer import Trainer
+from dcgan.nets.augment import AdaSettings, diff_augment, mirror
+from dcgan.nets.batchnorm import batchnorm_state, recalibrate_batchnorm
+from dcgan.nets.ema import EMA
+from dcgan.nets.models import Architecture, Generator, build_models
+from dcgan.reporting.loggers import Loggers
+from dcgan.reporting.loggers.csv import CSVLogger
+from dcgan.store.checkpoints import load_checkpoint, load_generator
+from dcgan.training.loop import Trainer
 from tests.conftest import TINY
 
 QUICK = [*TINY, "epochs=2", "eval.every=0"]  # 64 digits, batch 16: 4 steps an epoch
@@ -134,7 +134,7 @@ def test_mirror_flips_about_half_the_images_and_nothing_else():
 
 def test_mirror_is_applied_to_the_reals_in_training(make_config, tmp_path, monkeypatch):
     seen = []
-    import dcgan.gan as gan_module
+    import dcgan.training.pair as gan_module
 
     def spy(images, generator=None):
         seen.append(images.shape[0])

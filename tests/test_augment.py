@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dcgan.augment import (
+from dcgan.errors import DCGANError
+from dcgan.nets.augment import (
     annealed_std,
     color,
     cutout,
@@ -11,7 +12,6 @@ from dcgan.augment import (
     parse_policy,
     translation,
 )
-from dcgan.errors import DCGANError
 
 FULL = "color,translation,cutout"
 

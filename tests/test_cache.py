@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.cache import CachedImages, cache_paths
-from dcgan.data import build_dataset
-from dcgan.loader import build_loader
+from dcgan.data.cache import CachedImages, cache_paths
+from dcgan.data.datasets import build_dataset
+from dcgan.data.loader import build_loader
 from tests.conftest import TINY
 
 

@@ -4,7 +4,9 @@ import pickle
 import pytest
 import torch
 
-from dcgan.checkpoint import (
+from dcgan.errors import DCGANError
+from dcgan.files.atomic import write_atomic
+from dcgan.store.checkpoints import (
     load_checkpoint,
     newest_before,
     resolve_checkpoint,
@@ -12,8 +14,6 @@ from dcgan.checkpoint import (
     save_checkpoint,
     set_aside_after,
 )
-from dcgan.atomic import write_atomic
-from dcgan.errors import DCGANError
 
 
 def minimal_checkpoint() -> dict:

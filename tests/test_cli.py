@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dcgan.checkpoint import REQUIRED_KEYS
+from dcgan.store.checkpoints import REQUIRED_KEYS
 from tests.conftest import TINY, user_error_line
 
 SCALARS = {"loss/d", "loss/g", "d/real_prob", "d/fake_prob", "perf/img_per_s"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dcgan.collapse import CollapseDetector, CollapseSettings, Verdict
+from dcgan.training.collapse import CollapseDetector, CollapseSettings, Verdict
 
 TRACES = Path(__file__).parent / "data" / "traces"
 

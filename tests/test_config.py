@@ -1,4 +1,5 @@
 import pytest
+
 from dcgan.config import validate
 from dcgan.errors import DCGANError
 from tests.conftest import user_error_line

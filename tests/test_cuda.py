@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dcgan.checkpoint import load_checkpoint
 from dcgan.config import gan_settings
-from dcgan.gan import GANPair
-from dcgan.runtime import configure_backends, seed_everything
+from dcgan.runtime.process import configure_backends, seed_everything
+from dcgan.store.checkpoints import load_checkpoint
+from dcgan.training.pair import GANPair
 from tests.conftest import TINY
 from tests.test_gan import losses  # loss_d, loss_g of each step: [d1, g1, d2, g2, ...]
 
@@ -119,10 +119,10 @@ def test_stabilisers_and_losses_train_on_cuda(make_config, tmp_path, overrides):
 def test_decoded_data_lives_on_the_gpu_and_trains_like_the_loader(make_config, tmp_path):
     """data_on_device=auto puts the digits in GPU memory; the batches are the loader's (the same
     images in the same order), and training from them gives the loader's losses."""
+    from dcgan.cli.run import build_trainer
     from dcgan.config import validate
-    from dcgan.data import build_dataset
-    from dcgan.loader import DeviceFeed
-    from dcgan.run import build_trainer
+    from dcgan.data.datasets import build_dataset
+    from dcgan.data.loader import DeviceFeed
 
     def trainer_with(setting: str):
         cfg = make_config(*ON_GPU, "dataset=digits", "epochs=1", "eval.every=0",

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.data import DATASETS, ImageFiles, build_dataset, read_idx_images
+from dcgan.data.datasets import DATASETS, ImageFiles, build_dataset, read_idx_images
+from dcgan.data.loader import collate_images
 from dcgan.errors import DCGANError
-from dcgan.loader import collate_images
 
 
 def dataset_for(make_config, *overrides):

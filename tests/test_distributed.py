@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dcgan.loader import EpochShuffle
+from dcgan.data.loader import EpochShuffle
 
 pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
 
@@ -49,7 +49,7 @@ def test_ranks_get_disjoint_shares_that_cover_the_epoch():
 
 def test_two_processes_train_one_run_with_identical_weights(tmp_path):
     run = tmp_path / "run"
-    result = torchrun("-m", "dcgan.train", *SMALL, "dataset=fake", "dataset.size=64",
+    result = torchrun("-m", "dcgan.cli.train", *SMALL, "dataset=fake", "dataset.size=64",
                       "epochs=2", f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr[-4000:]
     log = (run / "train.log").read_text()
@@ -66,7 +66,7 @@ def test_two_processes_train_one_run_with_identical_weights(tmp_path):
     assert [e.step for e in events.Scalars("loss/d")] == [2, 4, 6, 8]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no second run directory
 
-    resumed = torchrun("-m", "dcgan.train", f"resume={run}", "epochs=3")
+    resumed = torchrun("-m", "dcgan.cli.train", f"resume={run}", "epochs=3")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert load(run / "checkpoints" / "last.pt")["step"] == 12
 
@@ -100,7 +100,7 @@ def test_a_signal_to_one_rank_stops_all_with_one_checkpoint(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [*TORCHRUN, "-m", "dcgan.train", *SMALL, "ddp_check_every=0", "dataset=fake",
+        [*TORCHRUN, "-m", "dcgan.cli.train", *SMALL, "ddp_check_every=0", "dataset=fake",
          "dataset.size=4000", "epochs=1", "ckpt_every_steps=5", f"hydra.run.dir={run}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
@@ -120,7 +120,7 @@ def test_collapse_rollback_under_torchrun_keeps_the_ranks_identical(tmp_path):
     collapsing = ["lr_g=1e-6", "lr_d=5e-3", "collapse.patience=3", "collapse.g_loss_ceiling=4",
                   "collapse.d_loss_floor=0.1", "keep_last=0", "collapse.policy=rollback",
                   "collapse.rollback.max_rollbacks=1", "eval.every=0", "ckpt_every_steps=1"]
-    result = torchrun("-m", "dcgan.train", *SMALL, "log_every=1", *collapsing, "dataset=fake",
+    result = torchrun("-m", "dcgan.cli.train", *SMALL, "log_every=1", *collapsing, "dataset=fake",
                       "dataset.size=64", "epochs=8", f"hydra.run.dir={run}")
     assert result.returncode in (0, 4), result.stderr[-4000:]
     log = (run / "train.log").read_text()
@@ -139,9 +139,9 @@ def test_collapse_rollback_under_torchrun_keeps_the_ranks_identical(tmp_path):
 def test_nonfinite_recovery_under_torchrun_keeps_the_ranks_identical(tmp_path):
     run = tmp_path / "run"
     common = [*SMALL, "dataset=fake", "dataset.size=64", "eval.every=0"]
-    first = torchrun("-m", "dcgan.train", *common, "epochs=1", f"hydra.run.dir={run}")
+    first = torchrun("-m", "dcgan.cli.train", *common, "epochs=1", f"hydra.run.dir={run}")
     assert first.returncode == 0, first.stderr[-4000:]
-    result = torchrun("-m", "dcgan.train", f"resume={run}", "epochs=2", "lr=1e30",
+    result = torchrun("-m", "dcgan.cli.train", f"resume={run}", "epochs=2", "lr=1e30",
                       "nonfinite.policy=rollback", "nonfinite.lr_factor=1e-33")
     assert result.returncode == 0, result.stderr[-4000:]
     log = (run / "train.log").read_text()

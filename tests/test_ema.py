@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from dcgan.ema import EMA
-from dcgan.models import Architecture, Generator, build_models
+from dcgan.nets.ema import EMA
+from dcgan.nets.models import Architecture, Generator, build_models
 
 
 def small_net() -> nn.Module:

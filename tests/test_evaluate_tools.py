@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.data import TensorImages
-from dcgan.evaluation import nearest_real
+from dcgan.data.datasets import TensorImages
+from dcgan.quality.evaluator import nearest_real
 from tests.conftest import user_error_line
 
 
@@ -95,7 +95,7 @@ class CountingFeatures(torch.nn.Module):
 
 @pytest.fixture
 def fake_inception(monkeypatch, tmp_path):
-    """dcgan.evaluation loads CountingFeatures instead of Inception; returns the list of networks
+    """dcgan.quality.evaluator loads CountingFeatures instead of Inception; returns the list of networks
     loaded and the (dummy) weights file to name."""
     loaded: list[CountingFeatures] = []
 
@@ -103,14 +103,14 @@ def fake_inception(monkeypatch, tmp_path):
         loaded.append(CountingFeatures())
         return loaded[-1]
 
-    monkeypatch.setattr("dcgan.evaluation.load_inception", load)
+    monkeypatch.setattr("dcgan.quality.evaluator.load_inception", load)
     weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     weights.write_bytes(b"a stand-in")
     return loaded, weights
 
 
 def small_generator() -> torch.nn.Module:
-    from dcgan.models import Architecture, Generator
+    from dcgan.nets.models import Architecture, Generator
 
     torch.manual_seed(0)
     return Generator(Architecture(nz=16, ngf=8, ndf=8, channels=3, image_size=64))
@@ -118,8 +118,8 @@ def small_generator() -> torch.nn.Module:
 
 def test_fid_features_of_the_real_images_are_computed_once_and_cached(fake_inception, tmp_path,
                                                                         caplog):
-    from dcgan.evaluation import Evaluator
-    from dcgan.metrics import compute_metrics
+    from dcgan.quality.evaluator import Evaluator
+    from dcgan.quality.metrics import compute_metrics
 
     loaded, weights = fake_inception
     dataset = TensorImages(torch.rand(40, 3, 64, 64) * 2 - 1)
@@ -160,9 +160,9 @@ def test_fid_features_of_the_real_images_are_computed_once_and_cached(fake_incep
 
 def test_training_with_fid_loads_inception_once_and_keeps_the_features_in_the_run(
         fake_inception, make_config, tmp_path):
+    from dcgan.cli.run import build_trainer
     from dcgan.config import validate
-    from dcgan.data import build_dataset
-    from dcgan.run import build_trainer
+    from dcgan.data.datasets import build_dataset
     from tests.conftest import TINY
 
     loaded, weights = fake_inception
@@ -176,6 +176,6 @@ def test_training_with_fid_loads_inception_once_and_keeps_the_features_in_the_ru
     assert [path.name for path in cached] == ["inception-mnist10k-test-64px-n24-seed1234.pt"]
     assert {"fid", "kid", "inception_precision"} <= set(trainer.epoch_metrics)
     # dcgan-eval on this run's checkpoints reads and writes the same file
-    from dcgan.evaluate import run_feature_cache
+    from dcgan.cli.evaluate import run_feature_cache
 
     assert run_feature_cache(tmp_path / "checkpoints" / "best.pt", cfg) == cached[0]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcgan import export
+from dcgan.cli import export
 from dcgan.errors import DCGANError
-from dcgan.checkpoint import load_generator
+from dcgan.store.checkpoints import load_generator
 from tests.conftest import run_cli, user_error_line
 
 pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
@@ -34,10 +34,10 @@ LOAD_WITHOUT_DCGAN = textwrap.dedent("""
 
 
 def export_cli(*args: str) -> subprocess.CompletedProcess:
-    """`dcgan-export` as a user runs it (`python -m dcgan.export` until the script is installed)."""
+    """`dcgan-export` as a user runs it (`python -m dcgan.cli.export` until the script is installed)."""
     if Path(sys.executable).with_name("dcgan-export").exists():
         return run_cli("dcgan-export", *args)
-    return subprocess.run([sys.executable, "-m", "dcgan.export", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dcgan.cli.export", *args], capture_output=True,
                           text=True, timeout=300)
 
 
@@ -91,7 +91,7 @@ def test_a_mismatch_is_refused_and_nothing_is_written(trained_run, tmp_path, mon
 
 def test_check_export_tolerance(caplog):
     expected = torch.zeros(8, 1, 4, 4)
-    caplog.set_level("INFO", logger="dcgan.export")
+    caplog.set_level("INFO", logger="dcgan.cli.export")
     export.check_export("torchscript", expected, expected + 5e-5)
     assert "max abs difference" in caplog.text and "5e-05" in caplog.text
     for actual in (expected + 2e-4, expected * float("nan"), expected[:4]):

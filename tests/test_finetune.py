@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dcgan.checkpoint import load_checkpoint
 from dcgan.config import validate
 from dcgan.errors import DCGANError
-from dcgan.models import Architecture, build_models, freeze_first_blocks
+from dcgan.nets.models import Architecture, build_models, freeze_first_blocks
+from dcgan.store.checkpoints import load_checkpoint
 from tests.conftest import TINY, user_error_line
 
 QUICK = [*TINY, "epochs=1", "eval.every=0"]

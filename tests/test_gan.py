@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from dcgan.config import gan_settings
-from dcgan.data import FakeImages
+from dcgan.data.datasets import FakeImages
 from dcgan.errors import DCGANError
-from dcgan.gan import GANPair, NonFiniteLoss
-from dcgan.losses import generator_loss
-from dcgan.runtime import seed_everything
+from dcgan.nets.losses import generator_loss
+from dcgan.runtime.process import seed_everything
+from dcgan.training.pair import GANPair, NonFiniteLoss
 from tests.conftest import TINY
 
 FAKE = [*TINY, "dataset=fake", "dataset.size=64"]
@@ -91,7 +91,7 @@ def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(make_config):
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
-    from dcgan.runtime import cpu_flags, cpu_has_native_bf16
+    from dcgan.runtime.process import cpu_flags, cpu_has_native_bf16
 
     zen4 = tmp_path / "cpuinfo"
     zen4.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n"

@@ -1,4 +1,4 @@
-"""The captured training step (dcgan.graphs) without a GPU: a CPU stand-in for CUDA graphs
+"""The captured training step (dcgan.training.graphs) without a GPU: a CPU stand-in for CUDA graphs
 replays each kind of step by running it again on the graph's static inputs, so everything
 but the capture itself is checked here: the static batch and per-step numbers are filled
 before each replay, steps are sorted into kinds, eager steps remain where they must, the
@@ -12,9 +12,10 @@ import torch
 
 from dcgan.config import gan_settings
 from dcgan.errors import DCGANError
-from dcgan.gan import GANPair, StepPlan
-from dcgan.graphs import StepGraphs, eager_only_reason, graphs_wanted
-from dcgan.runtime import seed_everything
+from dcgan.runtime.process import seed_everything
+from dcgan.training.graphs import StepGraphs, eager_only_reason, graphs_wanted
+from dcgan.training.pair import GANPair
+from dcgan.training.step import StepPlan
 from tests.test_gan import FAKE, REAL
 
 # augmentation at a chance between 0 and 1, annealed instance noise, an EMA horizon with a

@@ -1,7 +1,6 @@
 """A wheel, installed into a fresh virtual environment, finds its configs and its bundled data
 set without the repo, and trains on the offline default."""
 
-import pytest
 import site
 import subprocess
 import sys
@@ -9,6 +8,8 @@ import sysconfig
 import venv
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 

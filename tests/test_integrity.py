@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from dcgan.checkpoint import (
+from dcgan.store.checkpoints import (
     CorruptedFile,
     load_checkpoint,
     load_generator_file,
@@ -23,7 +23,7 @@ from dcgan.checkpoint import (
     save_checkpoint,
     save_generator,
 )
-from dcgan.integrity import DIGEST_KEY, FORMAT_KEY, state_digest, tensor_bytes
+from dcgan.store.integrity import DIGEST_KEY, FORMAT_KEY, state_digest, tensor_bytes
 from tests.conftest import TINY, run_cli, user_error_line
 
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy" / "digits32_ngf8_7642f76.pt"

@@ -1,6 +1,7 @@
 """The shape of the package, as the GUIDE asks for it: every module says what it holds, no class
-over 200 lines or function over 50, and no import cycle inside the package (lazy imports in
-functions count; imports only for type checkers do not)."""
+over 200 lines or function over 50, subpackages in layers that import only downwards, and no
+import cycle inside the package (lazy imports in functions and imports for type checkers
+count)."""
 
 import ast
 from pathlib import Path
@@ -37,16 +38,24 @@ def test_no_class_or_function_is_too_long():
     assert not too_long
 
 
+# The package's layers, lowest first: a module imports from its own subpackage and from lower
+# layers only (docs/architecture.md draws the same picture).
+LAYERS = [
+    ["dcgan.errors"],
+    ["dcgan.files", "dcgan.runtime"],
+    ["dcgan.data", "dcgan.nets"],
+    ["dcgan.store", "dcgan.quality"],
+    ["dcgan.reporting"],
+    ["dcgan.training"],
+    ["dcgan.config"],
+    ["dcgan.cli"],
+]
+
+
 def imported_modules(tree: ast.Module, known: set[str]) -> set[str]:
-    """The package's modules that `tree` imports at run time (anywhere but under
-    `if TYPE_CHECKING:`)."""
-    type_checking_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
-                          and getattr(node.test, "id", None) == "TYPE_CHECKING"
-                          for inner in ast.walk(node)}
+    """The package's modules that `tree` imports, anywhere in it (type-only imports too)."""
     imported = set()
     for node in ast.walk(tree):
-        if id(node) in type_checking_only:
-            continue
         if isinstance(node, ast.Import):
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -93,10 +102,41 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": set()}) == []
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x.y\n"
                      "def f():\n    from x import z\n")
-    assert imported_modules(tree, {"x.y", "x.z"}) == {"x.z"}
+    assert imported_modules(tree, {"x.y", "x.z"}) == {"x.y", "x.z"}
 
 
-@pytest.mark.parametrize("module", ["dcgan.gan", "dcgan.trainer", "dcgan.hooks.base"])
+def layer_of(module: str) -> tuple[int, str]:
+    for index, members in enumerate(LAYERS):
+        for member in members:
+            if module == member or module.startswith(member + "."):
+                return index, member
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def test_subpackages_import_only_downwards():
+    trees = modules()
+    known = set(trees)
+    upward = []
+    for name, tree in trees.items():
+        if name == "dcgan":
+            continue
+        level, home = layer_of(name)
+        for other in imported_modules(tree, known):
+            other_level, other_home = layer_of(other)
+            if other_home != home and other_level >= level:
+                upward.append(f"{name} -> {other}")
+    assert not upward
+
+
+def test_ls_shows_the_data_path():
+    """`ls src/dcgan`: the subpackages and the two modules every layer shares, nothing else."""
+    top = sorted(path.name for path in PACKAGE.iterdir() if not path.name.startswith("__"))
+    assert top == ["cli", "config.py", "data", "errors.py", "files", "nets", "quality",
+                   "reporting", "runtime", "store", "training"]
+
+
+@pytest.mark.parametrize("module", ["dcgan.training.pair", "dcgan.training.loop",
+                                    "dcgan.training.hooks.base"])
 def test_the_training_core_does_not_read_the_config(module):
     """Settings are resolved at the edge (config.py, run.py); the core gets typed values."""
     tree = modules()[module]

@@ -3,9 +3,14 @@
 import pytest
 import torch
 
-from dcgan.data import build_dataset
+from dcgan.data.datasets import build_dataset
+from dcgan.data.loader import (
+    EpochShuffle,
+    batches_per_epoch,
+    build_loader,
+    default_workers,
+)
 from dcgan.errors import DCGANError
-from dcgan.loader import EpochShuffle, batches_per_epoch, build_loader, default_workers
 
 
 def dataset_for(make_config, *overrides):
@@ -63,7 +68,7 @@ def loader_batches(loader) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_device_feed_gives_the_loaders_batches(make_config, replicas):
-    from dcgan.loader import DeviceFeed, decoded_images
+    from dcgan.data.loader import DeviceFeed, decoded_images
 
     dataset = build_dataset(make_config("dataset=digits", "dataset.limit=100").dataset)
     images = decoded_images(dataset)
@@ -81,7 +86,7 @@ def test_device_feed_gives_the_loaders_batches(make_config, replicas):
 
 
 def test_device_feed_reads_the_decoded_cache(make_config, tmp_path):
-    from dcgan.loader import DeviceFeed, decoded_images
+    from dcgan.data.loader import DeviceFeed, decoded_images
     from tests.test_cache import make_images
 
     make_images(tmp_path / "images", n=12)
@@ -96,7 +101,7 @@ def test_device_feed_reads_the_decoded_cache(make_config, tmp_path):
 
 
 def test_data_on_device_chooses_and_refuses(make_config):
-    from dcgan.loader import decoded_images, wants_device_feed
+    from dcgan.data.loader import decoded_images, wants_device_feed
 
     cpu = torch.device("cpu")
     digits = decoded_images(build_dataset(make_config("dataset=digits").dataset))
@@ -112,7 +117,7 @@ def test_data_on_device_chooses_and_refuses(make_config):
 def test_training_from_the_device_feed_equals_the_loader(make_config, tmp_path, cli):
     """The whole run, interrupted and resumed on the feed, ends with the weights of a straight
     run on the DataLoader."""
-    from dcgan.checkpoint import load_checkpoint
+    from dcgan.store.checkpoints import load_checkpoint
     from tests.conftest import TINY
 
     args = [*TINY, "dataset=digits", "epochs=2", "keep_last=0", "eval.every=0"]

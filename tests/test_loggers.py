@@ -10,7 +10,7 @@ import pytest
 
 from dcgan.config import validate
 from dcgan.errors import DCGANError
-from dcgan.loggers.csv import CSVLogger
+from dcgan.reporting.loggers.csv import CSVLogger
 from tests.conftest import TINY, run_cli
 
 

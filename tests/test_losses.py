@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dcgan.errors import DCGANError
-from dcgan.losses import (
+from dcgan.nets.losses import (
     LOSS_KINDS,
     bce,
     discriminator_loss,
@@ -13,7 +13,7 @@ from dcgan.losses import (
     gradient_penalty,
     label_flip_mask,
 )
-from dcgan.models import Architecture, build_models
+from dcgan.nets.models import Architecture, build_models
 
 
 def test_bce_matches_hand_computed_values():

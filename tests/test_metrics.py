@@ -1,4 +1,4 @@
-"""Tests for dcgan.metrics: SWD, diversity ratio, FID/KID (with a small injected feature
+"""Tests for dcgan.quality.metrics: SWD, diversity ratio, FID/KID (with a small injected feature
 extractor, checked against a direct numpy/scipy computation) and the missing-weights error."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan.errors import DCGANError
-from dcgan.metrics import (
+from dcgan.quality.metrics import (
     INCEPTION_FILE,
     INCEPTION_FILE_TORCH_FIDELITY,
     InceptionUnavailable,
@@ -309,7 +309,7 @@ def test_unreadable_weights_file_raises_inception_unavailable(tmp_path, empty_hu
 # -- precision and recall ------------------------------------------------------------------------
 
 def test_precision_and_recall_tell_quality_from_coverage():
-    from dcgan.metrics import precision_recall
+    from dcgan.quality.metrics import precision_recall
 
     rng = torch.Generator().manual_seed(0)
     real = torch.randn(400, 8, generator=rng)
@@ -325,7 +325,7 @@ def test_precision_and_recall_tell_quality_from_coverage():
 
 
 def test_pixel_precision_recall_sees_a_collapse():
-    from dcgan.metrics import compute_metrics
+    from dcgan.quality.metrics import compute_metrics
 
     rng = torch.Generator().manual_seed(1)
     real = torch.rand(128, 1, 32, 32, generator=rng) * 2 - 1
@@ -337,7 +337,7 @@ def test_pixel_precision_recall_sees_a_collapse():
 
 
 def test_fid_kid_come_with_precision_and_recall_on_the_same_features():
-    from dcgan.metrics import precision_recall
+    from dcgan.quality.metrics import precision_recall
 
     real, fake = fid_sets()
     extractor = RecordingProjection(3 * 8 * 8)

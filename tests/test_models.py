@@ -5,7 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from dcgan.models import Architecture, Discriminator, Generator, build_models, count_parameters
+from dcgan.nets.models import (
+    Architecture,
+    Discriminator,
+    Generator,
+    build_models,
+    count_parameters,
+)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

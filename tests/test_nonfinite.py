@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.checkpoint import load_checkpoint
+from dcgan.store.checkpoints import load_checkpoint
 from tests.conftest import TINY, run_cli
 from tests.test_quality import read_texts
 

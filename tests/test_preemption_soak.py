@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dcgan.checkpoint import load_checkpoint, load_generator_file
-from dcgan.integrity import tensor_bytes
+from dcgan.store.checkpoints import load_checkpoint, load_generator_file
+from dcgan.store.integrity import tensor_bytes
 from tests.conftest import _command, run_cli
 
 pytestmark = pytest.mark.slow

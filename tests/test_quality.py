@@ -14,11 +14,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from dcgan.checkpoint import load_checkpoint, load_generator, load_generator_file
+from dcgan.cli.run import build_trainer
 from dcgan.config import validate
-from dcgan.data import build_dataset
-from dcgan.run import build_trainer
-from dcgan.trainer import Trainer
+from dcgan.data.datasets import build_dataset
+from dcgan.store.checkpoints import load_checkpoint, load_generator, load_generator_file
+from dcgan.training.loop import Trainer
 from tests.conftest import TINY, user_error_line
 
 # A discriminator that learns 100x faster than its generator wins within a few dozen steps:

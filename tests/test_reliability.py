@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.checkpoint import REQUIRED_KEYS, save_checkpoint
+from dcgan.store.checkpoints import REQUIRED_KEYS, save_checkpoint
 from tests.conftest import REPO, TINY, _command, run_cli, user_error_line
 
 pytestmark = pytest.mark.slow  # runs the real commands in subprocesses

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dcgan.history import Marker, RunHistory, read_history
-from dcgan.report_plots import LINE_COLOURS, MARKER_STYLE, plot_curves
 from PIL import Image
 
+from dcgan.reporting.history import Marker, RunHistory, read_history
+from dcgan.reporting.plots import LINE_COLOURS, MARKER_STYLE, plot_curves
 from tests.behaviour_reference import BASE, COLLAPSING
 from tests.conftest import TINY, user_error_line
 

@@ -7,12 +7,11 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from dcgan.checkpoint import save_generator
-from dcgan.models import Architecture, build_models
-from dcgan.checkpoint import load_generator
-from dcgan.images import GIF_FRAME_MS
-from dcgan.latents import interpolation_noise, slerp
-from dcgan.sample import interpolate
+from dcgan.cli.sample import interpolate
+from dcgan.files.images import GIF_FRAME_MS
+from dcgan.nets.latents import interpolation_noise, slerp
+from dcgan.nets.models import Architecture, build_models
+from dcgan.store.checkpoints import load_generator, save_generator
 from tests.conftest import user_error_line
 
 CPU = torch.device("cpu")

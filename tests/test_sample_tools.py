@@ -9,9 +9,15 @@ import torch
 from PIL import Image
 
 from dcgan.errors import DCGANError
-from dcgan.latents import (batch_latents, keyframe_walk, parse_seeds, seed_latent, truncate,
-                           truncation_threshold)
-from dcgan.video import video_available
+from dcgan.files.video import video_available
+from dcgan.nets.latents import (
+    batch_latents,
+    keyframe_walk,
+    parse_seeds,
+    seed_latent,
+    truncate,
+    truncation_threshold,
+)
 from tests.conftest import TINY, user_error_line
 
 

@@ -1,7 +1,8 @@
 """Hydra multirun: one directory per job and a summary table of the sweep."""
 
-import pytest
 import csv
+
+import pytest
 
 from tests.conftest import TINY
 

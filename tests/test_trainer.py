@@ -10,12 +10,12 @@ import pytest
 import torch
 from omegaconf.errors import ReadonlyConfigError
 
-from dcgan.checkpoint import load_checkpoint
+from dcgan.cli.run import build_trainer
 from dcgan.config import validate
-from dcgan.data import build_dataset
-from dcgan.hooks import Hook, RollBack, Stop
-from dcgan.run import build_trainer
-from dcgan.trainer import Trainer
+from dcgan.data.datasets import build_dataset
+from dcgan.store.checkpoints import load_checkpoint
+from dcgan.training.hooks import Hook, RollBack, Stop
+from dcgan.training.loop import Trainer
 from tests.conftest import TINY
 
 QUICK = [*TINY, "epochs=2", "eval.every=0"]  # 64 digits, batch 16: 4 steps an epoch
@@ -141,7 +141,7 @@ def test_hook_state_comes_back_on_resume(make_config, tmp_path):
 
 
 def test_the_config_is_read_only_once_training_starts(make_config, tmp_path):
-    from dcgan.run import train
+    from dcgan.cli.run import train
 
     cfg = make_config(*QUICK, "epochs=1")
     train(cfg, [], tmp_path / "run")

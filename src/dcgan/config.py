@@ -22,17 +22,16 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dcgan.augment import AUGMENT_POLICIES, AdaSettings, NoiseSchedule
-from dcgan.collapse import CollapseSettings
-from dcgan.data import DATASETS
+from dcgan.data.datasets import DATASETS
 from dcgan.errors import DCGANError
-from dcgan.gan import GANSettings
-from dcgan.hooks.checkpoints import CheckpointSettings
-from dcgan.hooks.collapse_guard import GuardSettings, RollbackSettings
-from dcgan.hooks.evaluation import EvaluationSettings
-from dcgan.hooks.nonfinite import NonFiniteSettings
-from dcgan.models import Architecture
-from dcgan.trainer import LoopSettings
+from dcgan.nets.augment import AUGMENT_POLICIES, AdaSettings, NoiseSchedule
+from dcgan.nets.models import Architecture
+from dcgan.training.collapse import CollapseSettings
+from dcgan.training.hooks.collapse_guard import GuardSettings, RollbackSettings
+from dcgan.training.hooks.nonfinite import NonFiniteSettings
+from dcgan.training.hooks.saving import CheckpointSettings
+from dcgan.training.hooks.scoring import EvaluationSettings
+from dcgan.training.settings import GANSettings, LoopSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,254 @@
+"""`dcgan-sample`: images from a trained generator (latents come from dcgan.nets.latents).
+
+    dcgan-sample --ckpt runs/celeba/2026-11-22_10-00-00 --n 64 --out faces.png --seed 1
+    dcgan-sample --ckpt RUN --seeds 0-35,40,42 --truncation 0.7   # one image per seed
+    dcgan-sample --ckpt RUN --interpolate 8 --out walk.png        # two latents, a strip + GIF
+    dcgan-sample --ckpt RUN --keyframes 6 --interpolate 12 --grid 3   # looping walks, GIF (+MP4)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from PIL import Image
+
+from dcgan.errors import DCGANError, reports_errors
+from dcgan.files.images import (
+    image_grid,
+    images_to_uint8,
+    save_gif,
+    save_png,
+    to_pil,
+    write_gif,
+)
+from dcgan.files.video import VIDEO_EXTRA, video_available, write_mp4
+from dcgan.nets.latents import (
+    batch_latents,
+    interpolation_noise,
+    keyframe_walk,
+    parse_seeds,
+    seed_latent,
+)
+from dcgan.nets.models import Generator
+from dcgan.runtime.process import resolve_device
+from dcgan.store.checkpoints import load_generator, resolve_checkpoint, run_dir_of
+
+log = logging.getLogger("dcgan.cli.sample")
+
+WALK_FRAME_MS = 80  # a walk's frames: 12.5 a second
+
+
+@torch.no_grad()
+def render(generator: Generator, noise: torch.Tensor, device: torch.device,
+           batch_size: int = 256) -> torch.Tensor:
+    """G(noise) in [-1, 1] on the CPU, in batches."""
+    parts = [generator(noise[i : i + batch_size].to(device)).cpu()
+             for i in range(0, len(noise), batch_size)]
+    return torch.cat(parts)
+
+
+def generate(generator: Generator, n: int, seed: int, device: torch.device,
+             psi: float = 1.0) -> torch.Tensor:
+    """n images in [-1, 1]; the noise comes from its own CPU generator, so a seed fixes them."""
+    return render(generator, batch_latents(n, generator.arch.nz, seed, psi), device)
+
+
+def generate_seeds(generator: Generator, seeds: list[int], device: torch.device,
+                   psi: float = 1.0) -> torch.Tensor:
+    """One image per seed, each drawn and rendered alone: seed s gives the same image
+    whatever else is asked for."""
+    return torch.cat([render(generator, seed_latent(seed, generator.arch.nz, psi)[None], device)
+                      for seed in seeds])
+
+
+def interpolate(generator: Generator, frames: int, seed: int, device: torch.device,
+                psi: float = 1.0) -> torch.Tensor:
+    """frames images in [-1, 1] along the slerp path between two latents drawn from seed."""
+    return render(generator, interpolation_noise(generator.arch.nz, frames, seed, psi), device)
+
+
+def walk_frames(generator: Generator, args: argparse.Namespace, device: torch.device
+                ) -> list[Image.Image]:
+    """--keyframes M --interpolate K [--grid R]: R x R independent looping walks, walk w
+    through the keyframes of seeds seed + w*M ... seed + w*M + M-1; one grid per frame."""
+    nz, keyframes, walks = generator.arch.nz, args.keyframes, args.grid * args.grid
+    paths = [keyframe_walk([seed_latent(args.seed + w * keyframes + i, nz, args.truncation)
+                            for i in range(keyframes)], args.interpolate) for w in range(walks)]
+    images = render(generator, torch.cat(paths), device)  # walk-major
+    frames = images.view(walks, keyframes * args.interpolate, *images.shape[1:])
+    return [to_pil(image_grid(frames[:, t], nrow=args.grid)) for t in range(frames.shape[1])]
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="dcgan-sample", description="Write a PNG grid (and optionally one PNG per image) "
+        "of samples from a dcgan checkpoint.")
+    parser.add_argument("--ckpt", required=True,
+                        help="a checkpoint (.pt), a generator.safetensors, or a run directory "
+                        "(uses checkpoints/last.pt)")
+    parser.add_argument("--n", type=_positive, default=16,
+                        help="how many images (default 16; ignored with --interpolate)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="grid PNG path (default: RUN_DIR/samples/sample_seed<S>_n<N>.png, "
+                        "or RUN_DIR/samples/interp_seed<S>_k<K>.png with --interpolate)")
+    parser.add_argument("--nrow", type=_positive, default=None,
+                        help="images per grid row (default ceil(sqrt(n)); ignored with "
+                        "--interpolate)")
+    parser.add_argument("--interpolate", type=_frame_count, default=None, metavar="K",
+                        help="instead of --n random images, K >= 2 frames of a spherical "
+                        "interpolation between two latents drawn from --seed: a one-row PNG "
+                        "strip at --out and an animated GIF beside it (same name, .gif)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="LIST",
+                        help="one image per seed, e.g. 0-35,40,42: DIR/seed0042.png each "
+                        "(--out-dir, default RUN_DIR/samples/seeds) and a grid of them")
+    parser.add_argument("--truncation", type=_psi, default=1.0, metavar="PSI",
+                        help="0 < PSI <= 1: latent coordinates kept within the central PSI of "
+                        "the normal's mass (others drawn again): less variety, cleaner images; "
+                        "1 = no truncation (default)")
+    parser.add_argument("--generator", choices=("ema", "raw"), default="ema",
+                        help="the moving average of G (default, when the run had one) or the "
+                        "raw generator")
+    parser.add_argument("--keyframes", type=_frame_count, default=None, metavar="M",
+                        help="with --interpolate K: a looping walk through M seeded keyframes, "
+                        "K frames from each to the next, as a GIF (and an MP4 beside it when "
+                        "imageio-ffmpeg is installed)")
+    parser.add_argument("--grid", type=_positive, default=1, metavar="R",
+                        help="with --keyframes: R x R independent walks in one animation")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="also write each image as DIR/sample_00000.png, ...")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _frame_count(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"an interpolation needs at least 2 frames, got {value}")
+    return value
+
+
+def _psi(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _default_out(checkpoint: Path, args: argparse.Namespace) -> Path:
+    psi = f"_psi{args.truncation:g}" if args.truncation < 1 else ""
+    if args.keyframes:
+        grid = f"_grid{args.grid}" if args.grid > 1 else ""
+        name = f"walk_seed{args.seed}_m{args.keyframes}_k{args.interpolate}{grid}{psi}.gif"
+    elif args.seeds:
+        name = f"seeds_{args.seeds[0]}-{args.seeds[-1]}_n{len(args.seeds)}{psi}.png"
+    elif args.interpolate:
+        name = f"interp_seed{args.seed}_k{args.interpolate}{psi}.png"
+    else:
+        name = f"sample_seed{args.seed}_n{args.n}{psi}.png"
+    return run_dir_of(checkpoint) / "samples" / name
+
+
+def check_args(args: argparse.Namespace, out: Path) -> None:
+    """Combinations that cannot mean anything, refused in one line."""
+    if args.keyframes and not args.interpolate:
+        raise DCGANError("--keyframes M needs --interpolate K (frames from each keyframe to the "
+                         "next)")
+    if args.grid > 1 and not args.keyframes:
+        raise DCGANError("--grid R lays out R x R walks: use it with --keyframes M")
+    if args.seeds and (args.keyframes or args.interpolate):
+        raise DCGANError("--seeds draws one image per seed; use --seed with --interpolate")
+    if args.keyframes and out.suffix.lower() not in (".gif", ".mp4"):
+        raise DCGANError(f"--out {out}: a walk is an animation; give a .gif or .mp4 path")
+    if args.keyframes and out.suffix.lower() == ".mp4" and not video_available():
+        raise DCGANError(f"--out {out}: writing MP4 needs imageio-ffmpeg: {VIDEO_EXTRA}")
+    if args.interpolate and not args.keyframes and out.suffix.lower() == ".gif":
+        raise DCGANError(f"--out {out}: with --interpolate, --out is the PNG strip and the GIF "
+                         "is written beside it; give a .png path")
+
+
+def sample(args: argparse.Namespace) -> list[Path]:
+    """Write what was asked for; returns the paths written, the grid, strip or walk first."""
+    checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
+    out = args.out or _default_out(checkpoint, args)
+    check_args(args, out)
+    device = resolve_device(args.device)
+    generator = load_generator(checkpoint, device, ema=args.generator == "ema")
+    try:
+        if args.keyframes:
+            return write_walk(walk_frames(generator, args, device), out)
+        if args.seeds:
+            images = generate_seeds(generator, args.seeds, device, args.truncation)
+            out_dir = args.out_dir or run_dir_of(checkpoint) / "samples" / "seeds"
+            names = [f"seed{seed:04d}.png" for seed in args.seeds]
+            return _write(images, args.nrow or math.ceil(math.sqrt(len(images))), out,
+                          out_dir, names)
+        if args.interpolate:
+            images = interpolate(generator, args.interpolate, args.seed, device, args.truncation)
+            written = _write(images, args.interpolate, out, args.out_dir)
+            save_gif(images, out.with_suffix(".gif"))
+            return [written[0], out.with_suffix(".gif"), *written[1:]]
+        images = generate(generator, args.n, args.seed, device, args.truncation)
+        return _write(images, args.nrow or math.ceil(math.sqrt(args.n)), out, args.out_dir)
+    except OSError as error:
+        raise DCGANError(f"cannot write samples: {error}") from error
+
+
+def _write(images: torch.Tensor, nrow: int, out: Path, out_dir: Optional[Path],
+           names: Optional[list[str]] = None) -> list[Path]:
+    """The grid at `out`, and each image in `out_dir` (sample_00000.png, ... or `names`)."""
+    save_png(image_grid(images, nrow=nrow), out)
+    written = [out]
+    if out_dir is not None:
+        for index, image in enumerate(images_to_uint8(images)):
+            path = out_dir / (names[index] if names else f"sample_{index:05d}.png")
+            save_png(image, path)
+            written.append(path)
+    return written
+
+
+def write_walk(frames: list[Image.Image], out: Path) -> list[Path]:
+    """The walk as a GIF, and as an MP4 beside it (or instead, for an .mp4 --out) when
+    imageio-ffmpeg is installed."""
+    gif = out.with_suffix(".gif")
+    write_gif(frames, gif, WALK_FRAME_MS)
+    written = [gif]
+    if video_available():
+        write_mp4(frames, out.with_suffix(".mp4"), fps=1000 / WALK_FRAME_MS)
+        written.append(out.with_suffix(".mp4"))
+    if out.suffix.lower() == ".mp4":
+        written.reverse()
+    return written
+
+
+@reports_errors
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    log.info("wrote %s", _summary(args, sample(args)))
+
+
+def _summary(args: argparse.Namespace, written: list[Path]) -> str:
+    if args.keyframes:
+        return " and ".join(map(str, written))
+    if args.interpolate:
+        files = f"{written[0]} and {written[1]} ({args.interpolate} frames)"
+        singles = written[2:]
+    else:
+        files, singles = str(written[0]), written[1:]
+    return files + (f" and {len(singles)} images in {singles[0].parent}" if singles else "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""`dcgan-train`: the Hydra entry point. Hydra composes the config; dcgan.cli.run trains.
+
+    dcgan-train dataset=celeba dataset.root=/data/celeba epochs=20
+    dcgan-train resume=runs/celeba/2026-11-22_10-00-00 epochs=25
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dcgan.cli.run import train
+from dcgan.config import config_dir, expand_shorthands, register_configs
+from dcgan.errors import DCGANError, exit_with
+from dcgan.runtime import distributed
+from dcgan.runtime.distributed import Distributed
+from dcgan.runtime.process import StopNow
+from dcgan.store.checkpoints import resolve_checkpoint, run_dir_of
+
+log = logging.getLogger("dcgan")
+
+
+def route_resume_to_run_dir(argv: list[str]) -> list[str]:
+    """`resume=PATH` continues in PATH's run directory unless hydra.run.dir is given."""
+    if any(arg.startswith("hydra.run.dir=") for arg in argv):
+        return argv
+    for arg in argv[1:]:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "resume" and value not in ("", "null", "auto"):
+            try:
+                run_dir = run_dir_of(resolve_checkpoint(value))
+            except DCGANError:
+                return argv  # reported properly once the config is composed
+            # Hydra would otherwise rewrite .hydra/ with a config that is not the run's
+            return [*argv, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+    return argv
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    try:
+        train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir),
+              distributed.from_environment())
+    except DCGANError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job does not end the sweep
+            log.error("job %s failed: %s", hydra_cfg.job.num, error)
+            return
+        exit_with(error)
+    except StopNow as stop:
+        log.warning("stopped at once by a second %s; the last checkpoint is intact", stop)
+        raise SystemExit(128 + stop.signum) from None
+
+
+def check_output_dir(argv: list[str]) -> None:
+    """Refuse a run directory that cannot be created, before Hydra fails on it with a trace."""
+    if any(arg in ("--help", "-h", "--cfg", "-c", "--info", "--multirun", "-m", "--hydra-help")
+           for arg in argv[1:]):
+        return
+    explicit = [arg.partition("=")[2] for arg in argv if arg.startswith("hydra.run.dir=")]
+    target = Path(explicit[-1] if explicit else "runs").expanduser()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if not os.access(target, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        exit_with(DCGANError(f"cannot create the run directory {target}: "
+                             f"{error.strerror or error}; choose another with hydra.run.dir=..."))
+
+
+def distributed_arguments(argv: list[str], layout: Distributed) -> list[str]:
+    """Under torchrun: one run directory for all ranks (rank 0's timestamp), and Hydra's own
+    files and log written by rank 0 only."""
+    if not layout.enabled:
+        return argv
+    if not any(arg.startswith("hydra.run.dir=") for arg in argv):
+        stamp = distributed.broadcast_object(time.strftime("%Y-%m-%d_%H-%M-%S"), layout)
+        argv = [*argv, f"hydra.run.dir=runs/${{dataset.name}}/{stamp}"]
+    if not layout.is_main:
+        argv = [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return argv
+
+
+def main() -> None:
+    layout = distributed.from_environment()
+    try:
+        distributed.start(layout, use_cuda=torch.cuda.is_available()
+                          and "device=cpu" not in sys.argv)
+    except DCGANError as error:
+        exit_with(error)
+    finished = False
+    try:
+        argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
+        sys.argv = distributed_arguments(route_resume_to_run_dir(argv), layout)
+        check_output_dir(sys.argv)
+        _hydra_main()
+        finished = True
+    finally:
+        distributed.stop(all_finished=finished)
+
+
+if __name__ == "__main__":
+    main()

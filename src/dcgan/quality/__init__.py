@@ -1,0 +1,1 @@
+"""How good and how varied the samples are: metrics (SWD, diversity, FID/KID) and the evaluator."""

@@ -1,0 +1,178 @@
+"""Quality of a generator against a fixed real subset: what training logs under metrics/ and
+what `dcgan-eval` prints. The numbers themselves come from dcgan.quality.metrics.
+
+The real subset, the latent noise and the metric's own randomness are all fixed by one seed,
+so two evaluations differ only because the generator did. With FID on, the Inception network
+is loaded once per evaluator and the real subset's features are computed once: kept in memory
+and, given a cache file, on disk (a resumed run or a later dcgan-eval reads them back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from dcgan.errors import DCGANError
+from dcgan.files.atomic import atomic_path
+from dcgan.files.images import to_uint8
+from dcgan.nets.models import in_mode
+from dcgan.quality.metrics import (
+    compute_metrics,
+    extract_features,
+    flatten_small,
+    inception_weights_path,
+    load_inception,
+)
+
+log = logging.getLogger(__name__)
+
+GENERATE_BATCH = 256
+FEATURE_CACHE_DIR = "eval_cache"  # in the run directory
+
+
+def feature_cache_path(run_dir: Path, dataset_cfg: Any, eval_cfg: Any) -> Path:
+    """Where a run keeps its real subset's Inception features, named by what fixes the subset
+    (the dataset config's name, split and image size; the eval config's count and seed)."""
+    name = (f"inception-{dataset_cfg.name}-{dataset_cfg.split}-{dataset_cfg.image_size}px-"
+            f"n{eval_cfg.n_samples}-seed{eval_cfg.seed}.pt")
+    return run_dir / FEATURE_CACHE_DIR / name
+
+
+def real_subset(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
+    """n real images (fewer if the data set is smaller) from a seeded permutation; unreadable
+    files are passed over."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    images: list[torch.Tensor] = []
+    for index in order.tolist():
+        item = dataset[index]
+        if isinstance(item, torch.Tensor):  # an unreadable file comes back as (None, path)
+            images.append(item)
+        if len(images) == n:
+            break
+    if len(images) < 2:
+        raise DCGANError("fewer than two readable images to evaluate against")
+    return torch.stack(images)
+
+
+class Evaluator:
+    """Compares a generator's samples with the same real images every time it is called."""
+
+    def __init__(self, dataset: Dataset, n_samples: int, nz: int, seed: int,
+                 device: torch.device, fid: bool = False,
+                 inception_weights: Optional[str] = None, feature_cache: Optional[Path] = None):
+        self.real = real_subset(dataset, n_samples, seed)
+        self.n = self.real.shape[0]  # as many generated as real images
+        self.noise = torch.randn(self.n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+        self.seed, self.device = seed, device
+        self.fid, self.inception_weights = fid, inception_weights
+        self.feature_cache = feature_cache
+        self._inception: Optional[nn.Module] = None  # loaded by the first FID evaluation
+        self._real_features: Optional[torch.Tensor] = None  # N x 2048, computed once
+        if self.n < n_samples:
+            log.info("evaluating on all %d images of the data set (eval.n_samples=%d)",
+                     self.n, n_samples)
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        fake = self.generate(generator)
+        if not self.fid:
+            return compute_metrics(self.real, fake, seed=self.seed)
+        return compute_metrics(self.real, fake, seed=self.seed, fid=True,
+                               feature_extractor=self.inception(),
+                               real_features=self.real_features(), device=self.device)
+
+    def inception(self) -> nn.Module:
+        """The FID Inception network, loaded on first use and kept."""
+        if self._inception is None:
+            self._inception = load_inception(self.inception_weights).to(self.device)
+        return self._inception
+
+    def real_features(self) -> torch.Tensor:
+        """The real subset's Inception features: from memory, else the cache file, else
+        computed (and written to the cache file)."""
+        if self._real_features is None:
+            self._real_features = self._read_feature_cache()
+        if self._real_features is None:
+            self._real_features = extract_features(self.real, self.inception())
+            self._write_feature_cache(self._real_features)
+        return self._real_features
+
+    def _fingerprint(self) -> dict[str, str]:
+        """What the cached features must have been computed from: these very images (their
+        uint8 bytes) and the same weights file (its name and size)."""
+        weights = inception_weights_path(self.inception_weights)
+        images = hashlib.sha256(to_uint8(self.real).numpy().tobytes()).hexdigest()
+        return {"images": images, "weights": f"{weights.name}:{weights.stat().st_size}"}
+
+    def _read_feature_cache(self) -> Optional[torch.Tensor]:
+        path = self.feature_cache
+        if path is None or not path.is_file():
+            return None
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            features, fingerprint = cached["features"], cached["fingerprint"]
+        except Exception as error:  # torn, foreign or from another version: computed again
+            log.warning("ignoring the cached Inception features %s (%s: %s); computing them "
+                        "again", path, type(error).__name__, error)
+            return None
+        if fingerprint != self._fingerprint() or features.shape[0] != self.n:
+            log.warning("the cached Inception features %s belong to other images or weights; "
+                        "computing them again", path)
+            return None
+        log.info("read the real images' Inception features from %s", path)
+        return features
+
+    def _write_feature_cache(self, features: torch.Tensor) -> None:
+        if self.feature_cache is None:
+            return
+        try:
+            with atomic_path(self.feature_cache) as tmp:
+                torch.save({"features": features, "fingerprint": self._fingerprint()}, tmp)
+        except DCGANError as error:  # a cache that cannot be written only costs time
+            log.warning("could not cache the Inception features: %s", error)
+
+    @torch.no_grad()
+    def generate(self, generator: nn.Module) -> torch.Tensor:
+        """G(fixed noise) in eval mode (BatchNorm running statistics), on the CPU, float32."""
+        with in_mode(generator, training=False):
+            parts = [generator(self.noise[i : i + GENERATE_BATCH].to(self.device)).float().cpu()
+                     for i in range(0, self.n, GENERATE_BATCH)]
+        return torch.cat(parts)
+
+
+NEAREST = 5  # real neighbours shown beside each sample by the memorisation check
+
+
+@torch.no_grad()
+def nearest_real(samples: torch.Tensor, dataset: Dataset, k: int = NEAREST,
+                 batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each sample, its k nearest training images (L2 on the images pooled to 32 x 32,
+    the features of the diversity ratio): (N x k indices into the data set, N x k distances).
+    The whole data set is searched, in batches."""
+    wanted = flatten_small(samples)
+    best_d = torch.full((len(samples), k), float("inf"), dtype=torch.float64)
+    best_i = torch.zeros((len(samples), k), dtype=torch.long)
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        indices = [start + j for j, item in enumerate(items) if isinstance(item, torch.Tensor)]
+        if not indices:
+            continue
+        reals = torch.stack([items[i - start] for i in indices])
+        distances = torch.cdist(wanted.double(), flatten_small(reals).double(),
+                                compute_mode="donot_use_mm_for_euclid_dist")  # a twin is 0
+        merged_d = torch.cat([best_d, distances], dim=1)
+        merged_i = torch.cat([best_i, torch.tensor(indices).expand(len(samples), -1)], dim=1)
+        best_d, order = merged_d.topk(min(k, merged_d.shape[1]), dim=1, largest=False)
+        best_i = merged_i.gather(1, order)
+    return best_i, best_d
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """The metrics as an aligned two-column table, one per line."""
+    width = max(len(name) for name in metrics)
+    return "\n".join(f"{name:<{width}}  {value:.4f}" for name, value in metrics.items())

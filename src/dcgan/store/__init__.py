@@ -1,0 +1,1 @@
+"""Checkpoints: atomic, digested, loaded safely; the resume search; the generator file."""

@@ -1,0 +1,1 @@
+"""Training: the adversarial pair and its step (CUDA graphs too), the loop, its hooks, and the collapse detector."""

@@ -1,0 +1,116 @@
+"""The checkpoint hook: when to save (every `every_steps` steps, every epoch, on a stop or a
+rollback), what to keep (the newest `keep_last` numbered files, last.pt, best.pt by the
+evaluation metric `select`, generator.safetensors), and the file a non-finite loss leaves.
+
+Files are written by dcgan.store.checkpoints (atomically); every rank builds the state (the RNG of
+each rank goes in), rank 0 writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from dcgan.files.atomic import remove_stale_temporaries
+from dcgan.runtime.distributed import SINGLE, Distributed, barrier
+from dcgan.store.checkpoints import (
+    BEST,
+    CHECKPOINT_DIR,
+    GENERATOR_FILE,
+    LAST,
+    epoch_checkpoint_name,
+    newest_before,
+    prune_numbered,
+    save_checkpoint,
+    save_generator,
+    set_aside_after,
+    step_checkpoint_name,
+)
+from dcgan.training.hooks.base import Answer, Hook, Interrupted, LoopView, Stop
+from dcgan.training.pair import NonFiniteLoss
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    every_steps: int = 0  # extra step_*.pt every N steps; 0: only per epoch
+    keep_last: int = 3  # numbered checkpoints of each kind kept; 0: all
+    select: str = "swd/mean"  # the evaluation metric that picks best.pt (lower is better)
+
+
+class Checkpoints(Hook):
+    name = "checkpoints"
+
+    def __init__(self, run_dir: Path, settings: CheckpointSettings, config: dict[str, Any],
+                 layout: Distributed = SINGLE):
+        self.folder = run_dir / CHECKPOINT_DIR
+        self.settings, self.config, self.layout = settings, config, layout
+        self.best_value = float("inf")  # of settings.select, for best.pt
+
+    def on_fit_start(self, loop: LoopView) -> None:
+        if self.folder.is_dir():
+            remove_stale_temporaries(self.folder)
+
+    def after_step(self, loop: LoopView) -> None:
+        every = self.settings.every_steps
+        if every and loop.step % every == 0:
+            self.save(loop, step_checkpoint_name(loop.step))
+
+    def on_epoch_end(self, loop: LoopView) -> Answer:
+        value = loop.epoch_metrics.get(self.settings.select)
+        improved = value is not None and value < self.best_value
+        if value is not None:
+            self.best_value = min(value, self.best_value)
+        self.save(loop, epoch_checkpoint_name(loop.epoch), best=improved)
+        return None
+
+    def after_rollback(self, loop: LoopView, path: Path) -> None:
+        """The abandoned course goes to abandoned/; last.pt starts the new one (a crash from
+        here resumes with the stabilisers on)."""
+        barrier(self.layout)  # every rank has read the checkpoint before files move
+        if self.layout.is_main:
+            set_aside_after(self.folder, loop.step)
+        self.save(loop)
+
+    def on_stop(self, loop: LoopView, answer: Union[Stop, Interrupted]) -> None:
+        self.save(loop)
+
+    def on_error(self, loop: LoopView, error: Exception) -> Answer:
+        """A non-finite loss: the state before that update, for inspection; last.pt and the
+        numbered checkpoints stay as they were."""
+        if isinstance(error, NonFiniteLoss):
+            path = self.folder / f"nonfinite_step_{error.step}.pt"
+            state = self.payload(loop)
+            if self.layout.is_main:
+                save_checkpoint(state, [path])
+            error.saved_to = path
+        return None
+
+    def save(self, loop: LoopView, *numbered: str, best: bool = False) -> Path:
+        """Write last.pt (and the numbered names given, and best.pt when `best`), the
+        shareable generator (the moving average when on), then prune old numbered files."""
+        state = self.payload(loop)
+        if self.layout.is_main:
+            names = [*numbered, LAST, *([BEST] if best else [])]
+            save_checkpoint(state, [self.folder / name for name in names])
+            save_generator(loop.gan.sampling_generator.state_dict(), state["arch"],
+                           self.folder / GENERATOR_FILE, epoch=loop.epoch, step=loop.step)
+            prune_numbered(self.folder, self.settings.keep_last)
+        barrier(self.layout)
+        return self.last
+
+    @property
+    def last(self) -> Path:
+        return self.folder / LAST
+
+    def payload(self, loop: LoopView) -> dict[str, Any]:
+        return {**loop.state_dict(), "config": self.config}
+
+    def newest_before(self, step: int) -> Optional[tuple[Path, dict[str, Any]]]:
+        return newest_before(self.folder, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value = float(state.get("best_value", float("inf")))
