@@ -1,15 +1,21 @@
-"""Score issue 12's study runs: every fifth epoch's checkpoint against the official CelebA test
-partition (660 of the shared faces), as the generator each run samples with and as its raw
-generator, each with BatchNorm's running statistics and with statistics re-estimated for the
-weights (dcgan.nets.batchnorm). Scores already in the results file are not computed again, so run it
-as often as the study moves on.
+"""Score the faces study's runs against the 660 CelebA test faces, every fifth epoch.
 
-    python scripts/study_faces_score.py                  # all runs in $STUDY_DIR (/work/study12)
-    python scripts/study_faces_score.py --plot           # the figure + table from the scores
-    python scripts/study_faces_score.py --study /work/study15 --out docs/quality/bf16 --last-epoch 30
-    python scripts/study_faces_score.py --out docs/quality/bf16 --within fp32   # issue 15's test
+Every fifth epoch's checkpoint is scored against the official CelebA test partition (660 of
+the shared faces), as the generator each run samples with and as its raw generator, each with
+BatchNorm's running statistics and with statistics re-estimated for the weights
+(dcgan.nets.batchnorm). Scores already in the results file are not computed again, so run it as
+often as the study moves on.
 
-Results: docs/quality/study12/scores.jsonl (one line per run, epoch and variant).
+    python studies/faces/study_faces_score.py --study DIR --data DIR   # score every run in --study
+    python studies/faces/study_faces_score.py --plot                  # the figure + table
+    python studies/faces/study_faces_score.py --target RECIPE         # the study's target per seed
+    python studies/faces/study_faces_score.py --study DIR --data DIR --out studies/bf16 --last-epoch 30
+    python studies/faces/study_faces_score.py --out studies/bf16 --within fp32   # the bf16 test
+
+--study defaults to $STUDY_DIR and --data (the folder holding celeba/) to $DCGAN_SHARED_DATA;
+scoring needs both, while --plot, --target and --within read only the results. The results are
+scores.jsonl in --out (default: this script's folder), one line per run, epoch and variant;
+--plot writes curves.png and table.md beside it.
 """
 
 from __future__ import annotations
@@ -28,9 +34,7 @@ from dcgan.nets.models import Architecture, Generator
 from dcgan.quality.evaluator import Evaluator
 from dcgan.store.checkpoints import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "docs" / "quality" / "study12"
-SHARED = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+OUT = Path(__file__).resolve().parent
 EPOCHS = range(5, 51, 5)
 N_TEST = 660
 SEED = 1234
@@ -54,13 +58,13 @@ def variants(state: dict) -> dict[str, Generator]:
     return made
 
 
-def score(study: Path, results: Path, last_epoch: int) -> None:
+def score(study: Path, shared: Path, results: Path, last_epoch: int) -> None:
     done = set()
     if results.is_file():
         for line in results.read_text().splitlines():
             row = json.loads(line)
             done.add((row["run"], row["epoch"], row["variant"]))
-    cfg = compose_config(["dataset=celeba", f"dataset.root={SHARED / 'celeba'}",
+    cfg = compose_config(["dataset=celeba", f"dataset.root={shared / 'celeba'}",
                           "dataset.split=test"])
     evaluator = Evaluator(build_dataset(cfg.dataset), N_TEST, 100, SEED, torch.device("cpu"))
     for run in sorted(p for p in study.iterdir() if (p / "checkpoints").is_dir()):
@@ -171,7 +175,7 @@ def within(results: Path, prefix: str) -> None:
 
 
 def target(results: Path, recipe: str) -> None:
-    """Issue 12's target for `recipe`, at each seed against the textbook from that seed
+    """The faces study's target for `recipe`, at each seed against the textbook from that seed
     (runs NAME and NAME_seedN): the textbook's epoch-50 SWD reached by epoch 25, at least 20%
     below the textbook at epoch 50, never worse than it from epoch 10 on, and diversity in
     [0.9, 1.1] (from epoch 10 on, and from epoch 25 on)."""
@@ -203,8 +207,11 @@ def target(results: Path, recipe: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", type=Path, default=Path(os.environ.get("STUDY_DIR",
-                                                                          "/work/study12")))
+    parser.add_argument("--study", type=Path, default=os.environ.get("STUDY_DIR"),
+                        help="the folder of the runs to score (default $STUDY_DIR)")
+    parser.add_argument("--data", type=Path, default=os.environ.get("DCGAN_SHARED_DATA"),
+                        help="the folder holding celeba/ with list_eval_partition.txt "
+                             "(default $DCGAN_SHARED_DATA)")
     parser.add_argument("--out", type=Path, default=OUT,
                         help="folder of scores.jsonl, curves.png and table.md")
     parser.add_argument("--plot", action="store_true")
@@ -212,7 +219,7 @@ def main() -> None:
     parser.add_argument("--within", metavar="PREFIX",
                         help="compare every run with the spread of the runs named PREFIX*")
     parser.add_argument("--target", metavar="RECIPE",
-                        help="issue 12's target for RECIPE (and RECIPE_seedN) per seed")
+                        help="the study's target for RECIPE (and RECIPE_seedN) per seed")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -223,7 +230,10 @@ def main() -> None:
     elif args.within:
         within(args.out / "scores.jsonl", args.within)
     else:
-        score(args.study, args.out / "scores.jsonl", args.last_epoch)
+        if args.study is None or args.data is None:
+            parser.error("scoring needs the runs and the test faces: --study DIR (or STUDY_DIR) "
+                         "and --data DIR holding celeba/ (or DCGAN_SHARED_DATA)")
+        score(Path(args.study), Path(args.data), args.out / "scores.jsonl", args.last_epoch)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Issue 16's fine-tuning demo (README "Fine-tuning"): the first run's MNIST generator, carried
-# over to scikit-learn's 1,797 digits (8x8 scans blown up to 32x32: thick, blocky strokes, a
-# small data set of another style), against the same networks trained from scratch on the same
-# budget (same steps, same recipe, same seed).
+# The fine-tuning study: the first run's MNIST generator, carried over to scikit-learn's 1,797
+# digits (8x8 scans blown up to 32x32: thick, blocky strokes, a small data set of another
+# style), against the same networks trained from scratch on the same budget (same steps, same
+# recipe, same seed).
 #
-#   scripts/finetune_demo.sh          # runs in $DEMO_DIR (default /work/demo16); resume=auto
-#   python scripts/finetune_demo_plot.py   # the curve and the grids, into docs/finetune/
+#   DEMO_DIR=DIR studies/finetune/finetune_demo.sh           # runs in DIR; resume=auto
+#   DEMO_DIR=DIR python studies/finetune/finetune_demo_plot.py   # the curve and the grids, beside it
 #
 # Every run uses one CPU thread and evaluates SWD (and diversity) against the digits after every
 # epoch on all 1,797 of them.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-DEMO_DIR=${DEMO_DIR:-/work/demo16}
+if [ -z "${DEMO_DIR:-}" ]; then
+    echo "usage: DEMO_DIR=DIR [EPOCHS=10] $0" >&2
+    echo "  DEMO_DIR: where the runs go (source, scratch, finetune, finetune_freeze_d2)" >&2
+    exit 2
+fi
 EPOCHS=${EPOCHS:-10}
 COMMON=(+experiment=quickstart cpu_threads=1 resume=auto keep_last=0)
 # a moving average with a horizon in images (ramped up: at most 5% of the images seen so far)

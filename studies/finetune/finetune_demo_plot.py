@@ -1,13 +1,18 @@
-"""The figure and table of the fine-tuning demo (scripts/finetune_demo.sh): SWD against the
-digits over training, fine-tuned from the first run's MNIST generator vs from scratch on the
-same budget, and the samples of the same 32 seeds before (the MNIST generator), after
-fine-tuning, and from scratch.
+"""The figure and table of the fine-tuning study (finetune_demo.sh beside this script).
 
-    python scripts/finetune_demo_plot.py        # reads $DEMO_DIR (/work/demo16), writes docs/finetune/
+SWD against the digits over training, fine-tuned from the first run's MNIST generator vs from
+scratch on the same budget, and the samples of the same 32 seeds before (the MNIST generator),
+after fine-tuning, and from scratch.
+
+    python studies/finetune/finetune_demo_plot.py --demo DIR [--out DIR]
+
+--demo (default $DEMO_DIR) is the folder finetune_demo.sh trained in; finetune.png and swd.md
+go to --out (default: this script's folder).
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 from pathlib import Path
@@ -24,9 +29,7 @@ from dcgan.nets.latents import batch_latents  # noqa: E402
 from dcgan.reporting.history import read_history  # noqa: E402
 from dcgan.store.checkpoints import load_generator  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "docs" / "finetune"
-DEMO = Path(os.environ.get("DEMO_DIR", "/work/demo16"))
+OUT = Path(__file__).resolve().parent
 RUNS = {"finetune": "fine-tuned from MNIST", "finetune_freeze_d2": "fine-tuned, freeze_d=2",
         "scratch": "from scratch"}
 SEED, N = 0, 32
@@ -50,15 +53,15 @@ def real_grid() -> Image.Image:
     return Image.fromarray(image_grid(images, nrow=8).squeeze(0).numpy())
 
 
-def curves() -> dict[str, list[tuple[int, float]]]:
-    return {name: read_history(DEMO / name).scalars.get("metrics/swd/mean", [])
-            for name in RUNS if (DEMO / name).is_dir()}
+def curves(demo: Path) -> dict[str, list[tuple[int, float]]]:
+    return {name: read_history(demo / name).scalars.get("metrics/swd/mean", [])
+            for name in RUNS if (demo / name).is_dir()}
 
 
-def figure(swd: dict[str, list[tuple[int, float]]]) -> bytes:
-    panels = {"before: the MNIST generator": grid(DEMO / "source" / "checkpoints" / "last.pt"),
+def figure(demo: Path, swd: dict[str, list[tuple[int, float]]]) -> bytes:
+    panels = {"before: the MNIST generator": grid(demo / "source" / "checkpoints" / "last.pt"),
               "the target: scikit-learn's digits": real_grid(),
-              **{f"after 280 steps: {RUNS[name]}": grid(DEMO / name / "checkpoints" / "last.pt")
+              **{f"after 280 steps: {RUNS[name]}": grid(demo / name / "checkpoints" / "last.pt")
                  for name in ("finetune", "scratch")}}
     fig, axes = plt.subplots(1, 5, figsize=(21, 4.2),
                              gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.3]})
@@ -94,12 +97,21 @@ def table(swd: dict[str, list[tuple[int, float]]]) -> str:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    swd = curves()
-    (OUT / "finetune.png").write_bytes(figure(swd))
-    (OUT / "swd.md").write_text("SWD (x1e3, `metrics/swd/mean`) against all 1,797 digits, "
-                                "after every epoch (scripts/finetune_demo.sh)\n\n"
-                                + table(swd) + "\n")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", type=Path, default=os.environ.get("DEMO_DIR"),
+                        help="the folder finetune_demo.sh trained in (default $DEMO_DIR)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="where finetune.png and swd.md go (default: this script's folder)")
+    args = parser.parse_args()
+    if args.demo is None:
+        parser.error("say where the runs are: --demo DIR (or DEMO_DIR=DIR), the folder "
+                     "finetune_demo.sh trained in")
+    args.out.mkdir(parents=True, exist_ok=True)
+    swd = curves(args.demo)
+    (args.out / "finetune.png").write_bytes(figure(args.demo, swd))
+    (args.out / "swd.md").write_text("SWD (x1e3, `metrics/swd/mean`) against all 1,797 digits, "
+                                     "after every epoch (finetune_demo.sh)\n\n"
+                                     + table(swd) + "\n")
     print(table(swd))
 
 

@@ -1,7 +1,9 @@
-"""Issue 15, part 1: what is left between the CPU fp32 step and its convolution ceiling, and
-whether fusing the memory-bound work around the convolutions recovers any of it.
+"""The fusion study: does fusing the work around the convolutions speed up the CPU fp32 step?
 
-    python scripts/fusion_experiments.py [--windows 7] [--steps 3]
+What is left of the CPU fp32 training step besides its convolutions, and whether fusing the
+memory-bound work around the convolutions recovers any of it.
+
+    python studies/fusion/fusion_experiments.py [--windows 7] [--steps 3]
 
 1. Where a training step's time goes: torch.profiler's self CPU time for a few steps of the
    project's trainer (fp32, batch 128, ngf=ndf=64), grouped into convolutions, BatchNorm,
@@ -28,8 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import cpu_name, project_trainer, timed
+# the benchmark's trainer and timer, from the repository's scripts/ (studies/fusion -> ../../scripts)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from benchmark import cpu_name, project_trainer, timed  # noqa: E402
 
 BATCH = 128
 

@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
-# The runs behind the README's "Stable training" tables: the textbook DCGAN against
-# +experiment=celeba_stable / mnist_stable, same seed, same data, same images seen.
-# Each run uses one CPU thread so two can share a 2-core machine; pass a group name to run one.
-#   scripts/quality_experiments.sh small    # 1,000 CelebA faces, a stronger D (ndf=64)
-#   scripts/quality_experiments.sh rollback # the textbook "small" run with collapse.policy=rollback
-#   scripts/quality_experiments.sh full     # all 6,097 faces of ../shared/data/celeba
-#   scripts/quality_experiments.sh mnist    # the 10k MNIST test digits
-#   scripts/quality_experiments.sh mnist-rollback  # the textbook MNIST run with collapse.policy=rollback
-# Then: python scripts/quality_report.py  (tables and grids under docs/quality/)
-# (The "small" runs in the README were made with epochs=30, then continued with
-#  dcgan-train resume=runs/quality/small-<kind> epochs=70; resuming is exact, so it is the same.
-#  A machine restart stopped that continuation at epoch 56 and it was resumed again; the time of
-#  the interrupted part, in small-<kind>.resume.time, is read from its TensorBoard event times.)
+# The stable-vs-textbook study: the textbook DCGAN against +experiment=celeba_stable /
+# mnist_stable, same seed, same data, same images seen. Each run uses one CPU thread so two can
+# share a 2-core machine; pass a group name to run one.
+#
+#   DCGAN_SHARED_DATA=DIR studies/stable-vs-textbook/quality_experiments.sh [GROUP]
+#     small           1,000 CelebA faces, a stronger D (ndf=64)
+#     rollback        the textbook "small" run with collapse.policy=rollback
+#     full            all 6,097 faces of DIR/celeba
+#     mnist           the 10k MNIST test digits of DIR/mnist
+#     mnist-rollback  the textbook MNIST run with collapse.policy=rollback
+#     all             every group (the default)
+#
+# DCGAN_SHARED_DATA is the folder holding celeba/ and mnist/; the runs go to
+# $DCGAN_QUALITY_RUNS (default runs/quality, under the current folder), each with its log and
+# its wall time (NAME.time). Then: python studies/stable-vs-textbook/quality_report.py --runs
+# that folder (tables and grids beside the script).
+#
+# A run continued with `dcgan-train resume=RUN_DIR epochs=N` ends as if it had been started
+# with epochs=N (resuming is exact); put the time of each continuation in RUN_DIR.resume.time,
+# and quality_report.py adds it to the run's wall time.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-DATA=${DCGAN_SHARED_DATA:-../shared/data}
+if [ -z "${DCGAN_SHARED_DATA:-}" ]; then
+    echo "usage: DCGAN_SHARED_DATA=DIR [DCGAN_QUALITY_RUNS=DIR] $0 [small|full|rollback|mnist|mnist-rollback|all]" >&2
+    echo "  DCGAN_SHARED_DATA: the folder holding celeba/ and mnist/" >&2
+    exit 2
+fi
+DATA=$DCGAN_SHARED_DATA
 OUT=${DCGAN_QUALITY_RUNS:-runs/quality}
 COMMON=(seed=0 device=cpu cpu_threads=1 num_workers=0 batch_size=64 log_every=10
         keep_last=0 eval.n_samples=1000)

@@ -1,17 +1,18 @@
-"""Tables and sample grids for the README from the runs of scripts/quality_experiments.sh.
+"""Tables and sample grids of the stable-vs-textbook study, from quality_experiments.sh's runs.
 
-    python scripts/quality_report.py [--runs runs/quality] [--out docs/quality]
+    python studies/stable-vs-textbook/quality_report.py [--runs runs/quality] [--out DIR]
 
 For each group (small, full, mnist) it reads the runs' TensorBoard events (metrics/swd/mean and
-metrics/diversity at each evaluation) and writes docs/quality/<group>.md with one row per
-evaluation, plus copies of a few sample grids. The detector column replays the logged windows
-through the current collapse detector (the run's own collapse.* settings); a run whose detector
-acted (a rollback) is reported from the messages it logged.
+metrics/diversity at each evaluation) and writes <group>.md into --out (default: this script's
+folder) with one row per evaluation, plus copies of a few sample grids. The detector column
+replays the logged windows through the current collapse detector (the run's own collapse.*
+settings); a run whose detector acted (a rollback) is reported from the messages it logged.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dcgan.config import from_plain_dict, guard_settings
 from dcgan.training.collapse import CollapseDetector
 
+OUT = Path(__file__).resolve().parent
 GROUPS = {"small": ("textbook", "stable", "rollback"), "full": ("textbook", "stable"),
           "mnist": ("textbook", "stable", "rollback")}
 
@@ -136,8 +138,12 @@ def copy_grids(run_dir: Path, out: Path, prefix: str, picks: int = 3) -> list[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("runs/quality"))
-    parser.add_argument("--out", type=Path, default=Path("docs/quality"))
+    parser.add_argument("--runs", type=Path,
+                        default=Path(os.environ.get("DCGAN_QUALITY_RUNS", "runs/quality")),
+                        help="the folder quality_experiments.sh trained in (default "
+                             "$DCGAN_QUALITY_RUNS, else runs/quality)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="where <group>.md and the grids go (default: this script's folder)")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
