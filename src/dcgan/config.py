@@ -26,8 +26,10 @@ from dcgan.data.datasets import DATASETS
 from dcgan.errors import DCGANError
 from dcgan.nets.augment import AUGMENT_POLICIES, AdaSettings, NoiseSchedule
 from dcgan.nets.models import Architecture
+from dcgan.nets.regularisers import BCRSettings, LeCamSettings, R1Settings, RegSettings
 from dcgan.training.collapse import CollapseSettings
 from dcgan.training.hooks.collapse_guard import GuardSettings, RollbackSettings
+from dcgan.training.hooks.lr_tail import LRTailSettings
 from dcgan.training.hooks.nonfinite import NonFiniteSettings
 from dcgan.training.hooks.saving import CheckpointSettings
 from dcgan.training.hooks.scoring import EvaluationSettings
@@ -69,6 +71,11 @@ class LossKind(str, Enum):
     hinge = "hinge"
     lsgan = "lsgan"  # least squares
     wgan_gp = "wgan_gp"  # Wasserstein with gradient penalty; D without BatchNorm
+
+
+class LRSchedule(str, Enum):
+    constant = "constant"  # the learning rates as set, throughout
+    linear_tail = "linear_tail"  # linearly down to 0 over the last lr_tail_fraction of the run
 
 
 class CollapsePolicy(str, Enum):
@@ -136,6 +143,34 @@ class AugmentConfig:
     target: float = 0.6  # ada: the value E[sign(D(real))] is steered to
     interval: int = 4  # ada: steps between adjustments of p
     speed_images: int = 500_000  # ada: images over which p can move from 0 to 1
+
+
+@dataclass
+class LeCamConfig:
+    weight: float = 0.0  # LeCam regulariser's weight (Tseng et al., 2021); 0 = off
+    decay: float = 0.99  # of the moving averages of D's outputs it anchors to
+
+
+@dataclass
+class R1Config:
+    gamma: float = 0.0  # R1 penalty on real images (Mescheder et al., 2018); 0 = off
+    interval: int = 16  # lazy: every N steps, scaled by N
+
+
+@dataclass
+class BCRConfig:
+    real: float = 0.0  # balanced consistency (Zhao et al., 2020): weight for real images
+    fake: float = 0.0  # ... and for generated images; both 0 = off
+    ops: List[str] = field(default_factory=lambda: ["translation", "cutout"])  # the T in D(T(x))
+
+
+@dataclass
+class RegConfig:
+    """Regularisers of D made for small data sets, added to D's loss; all off by default."""
+
+    lecam: LeCamConfig = field(default_factory=LeCamConfig)
+    r1: R1Config = field(default_factory=R1Config)
+    bcr: BCRConfig = field(default_factory=BCRConfig)
 
 
 @dataclass
@@ -216,6 +251,9 @@ class TrainConfig:
     real_label: float = 1.0  # target for real images; 0.9 = one-sided label smoothing
     label_flip: float = 0.0  # probability of swapping a real/fake label in D's loss (bce)
     gp_weight: float = 10.0  # wgan_gp: weight of the gradient penalty
+    reg: RegConfig = field(default_factory=RegConfig)
+    lr_schedule: LRSchedule = LRSchedule.constant
+    lr_tail_fraction: float = 0.2  # linear_tail: the last fraction of the steps that decays
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     instance_noise: InstanceNoiseConfig = field(default_factory=InstanceNoiseConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
@@ -284,6 +322,9 @@ def _validate_stabilisers(cfg: DictConfig) -> None:
         _require(cfg.model.d_batchnorm is not True, "loss=wgan_gp needs a discriminator without "
                  "BatchNorm (the penalty is per image); drop model.d_batchnorm=true")
     _validate_augment(cfg.augment)
+    _validate_reg(cfg.reg, loss)
+    _require(0 < cfg.lr_tail_fraction <= 1,
+             f"lr_tail_fraction must be in (0, 1], got {cfg.lr_tail_fraction}")
     blocks = architecture(cfg).middle_blocks + 1  # D's convolutions but the last one
     _require(0 <= cfg.freeze_d <= blocks, f"freeze_d must be 0..{blocks} at "
              f"{cfg.dataset.image_size}x{cfg.dataset.image_size} (the last convolution always "
@@ -308,6 +349,30 @@ def _validate_augment(augment: DictConfig) -> None:
     _require(augment.interval >= 1, f"augment.interval must be 1 or more, got {augment.interval}")
     _require(augment.speed_images >= 1,
              f"augment.speed_images must be 1 or more, got {augment.speed_images}")
+
+
+def _validate_reg(reg: DictConfig, loss: str) -> None:
+    _require(reg.lecam.weight >= 0, f"reg.lecam.weight must be 0 or more, got {reg.lecam.weight}")
+    _require(0 <= reg.lecam.decay < 1, f"reg.lecam.decay must be in [0, 1), got {reg.lecam.decay}")
+    _require(reg.r1.gamma >= 0, f"reg.r1.gamma must be 0 or more, got {reg.r1.gamma}")
+    _require(reg.r1.interval >= 1, f"reg.r1.interval must be at least 1, got {reg.r1.interval}")
+    if loss == "wgan_gp":
+        _require(reg.r1.gamma == 0, "reg.r1 is a gradient penalty and loss=wgan_gp has its own "
+                 "(gp_weight); drop reg.r1.gamma or choose another loss")
+    for name in ("real", "fake"):
+        _require(reg.bcr[name] >= 0, f"reg.bcr.{name} must be 0 or more, got {reg.bcr[name]}")
+    for op in reg.bcr.ops:
+        _require(op in AUGMENT_POLICIES, f"reg.bcr.ops: unknown operation {op!r}; choose from "
+                 f"{', '.join(AUGMENT_POLICIES)}")
+    if reg.bcr.real > 0 or reg.bcr.fake > 0:
+        _require(len(reg.bcr.ops) > 0, "reg.bcr needs at least one operation in reg.bcr.ops")
+
+
+def reg_settings(reg: DictConfig) -> RegSettings:
+    return RegSettings(
+        lecam=LeCamSettings(weight=reg.lecam.weight, decay=reg.lecam.decay),
+        r1=R1Settings(gamma=reg.r1.gamma, interval=reg.r1.interval),
+        bcr=BCRSettings(real=reg.bcr.real, fake=reg.bcr.fake, ops=tuple(reg.bcr.ops)))
 
 
 def augment_p(augment: DictConfig) -> Optional[float]:
@@ -481,6 +546,7 @@ class RunSettings:
     on_bad_image: str
     ddp_check_every: int
     ada: Optional[AdaSettings] = None  # augment.p=ada; None: p as configured
+    lr_tail: Optional[LRTailSettings] = None  # lr_schedule=linear_tail; None: constant
 
 
 def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
@@ -505,6 +571,9 @@ def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
         ada=(AdaSettings(target=cfg.augment.target, interval=cfg.augment.interval,
                          speed_images=cfg.augment.speed_images)
              if cfg.augment.p == "ada" else None),
+        lr_tail=(LRTailSettings(fraction=cfg.lr_tail_fraction,
+                                total_steps=cfg.epochs * steps_per_epoch)
+                 if _name(cfg.lr_schedule) == "linear_tail" else None),
     )
 
 
@@ -533,7 +602,8 @@ def gan_settings(cfg: DictConfig, steps_per_epoch: int) -> GANSettings:
         ema_decay=cfg.ema.decay, ema_start_step=cfg.ema.start_step,
         ema_half_life_images=cfg.ema.half_life_images,
         ema_rampup=cfg.ema.rampup if cfg.ema.half_life_images is not None else None,
-        recalibrate_bn=cfg.ema.recalibrate_bn, freeze_d=cfg.freeze_d)
+        recalibrate_bn=cfg.ema.recalibrate_bn, freeze_d=cfg.freeze_d,
+        reg=reg_settings(cfg.reg))
 
 
 def guard_settings(cfg: DictConfig) -> GuardSettings:

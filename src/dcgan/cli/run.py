@@ -45,6 +45,7 @@ from dcgan.training.hooks.ada import AdaptiveAugmentation
 from dcgan.training.hooks.bad_files import BadFiles
 from dcgan.training.hooks.collapse_guard import CollapseGuard
 from dcgan.training.hooks.fixed_grid import SampleGrids
+from dcgan.training.hooks.lr_tail import LearningRateTail
 from dcgan.training.hooks.nonfinite import NonFiniteRecovery
 from dcgan.training.hooks.replicas import ReplicaCheck
 from dcgan.training.hooks.saving import Checkpoints
@@ -74,6 +75,8 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torc
              samples, Evaluation(settings.evaluation, dataset, device, layout, feature_cache),
              CollapseGuard(settings.guard), NonFiniteRecovery(settings.nonfinite),
              AdaptiveAugmentation(settings.ada, layout)]
+    if settings.lr_tail is not None:  # after the guard and the recovery: it scales their rates
+        hooks.append(LearningRateTail(settings.lr_tail))
     checkpoints = Checkpoints(run_dir, settings.checkpoints, to_plain_dict(cfg), layout)
     return Trainer(settings.loop, gan, dataset, checkpoints, hooks, layout=layout)
 

@@ -113,6 +113,16 @@ def mean_over_ranks(value: float, layout: Distributed, device: torch.device) -> 
     return float(tensor.item()) / layout.world_size
 
 
+def tensor_mean_over_ranks(tensor: torch.Tensor, layout: Distributed) -> torch.Tensor:
+    """The mean of `tensor` over all ranks, on the device (no host read); itself in one
+    process."""
+    if not layout.enabled:
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor / layout.world_size
+
+
 def window_over_ranks(values: dict[str, float], layout: Distributed) -> dict[str, float]:
     """A metric window's means averaged over the ranks (images per second summed), so every
     rank sees the same numbers and decides the same."""

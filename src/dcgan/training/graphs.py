@@ -166,7 +166,7 @@ class StepGraphs:
         numbers = torch.zeros(3, device=real.device)
         # the numbers this kind reads on the device; the others are the same on every step
         # of the kind (p 0 or 1, no noise, no EMA weight) and stay Python floats
-        augment, noise, ema = plan.kind[1:]
+        augment, noise, ema = plan.kind[1:4]
         step_numbers = replace(plan.numbers(),
                                augment_p=numbers[0] if augment == "some" else plan.augment_p,
                                noise_std=numbers[1] if noise else 0.0,

@@ -35,6 +35,7 @@ from dcgan.nets.models import (
 )
 from dcgan.runtime.distributed import SINGLE, Distributed, any_rank
 from dcgan.training.graphs import StepGraphs, graphs_wanted
+from dcgan.training.regularisation import DRegularisers
 from dcgan.training.settings import GANSettings
 from dcgan.training.step import StepNumbers, StepPlan, what_d_sees
 
@@ -80,6 +81,7 @@ class GANPair:
         self.opt_g = make_adam(self.generator, settings, device, settings.lr_g, captured)
         self.opt_d = make_adam(self.discriminator, settings, device, settings.lr_d, captured)
         self.ema = make_ema(self.generator, settings)  # what samples, when on
+        self.regularisers = DRegularisers(settings.reg, device, layout)  # reg.*: on D's loss
         self.recalibrated = RecalibratedCopy(  # with recalibrate_bn: what samples
             lambda: Generator(settings.arch).to(device, memory_format=self.memory_format),
             settings.arch.nz)
@@ -142,15 +144,15 @@ class GANPair:
         noise = torch.randn(real.shape[0], self.settings.arch.nz, 1, 1, device=self.device)
         with self.autocast(), torch.set_grad_enabled(plan.g_step):
             fake = self.g_forward(noise)
-        metrics = self.d_step(real, fake.detach(), numbers, check_finite)
+        metrics = self.d_step(real, fake.detach(), plan, numbers, check_finite)
         if plan.g_step:
             metrics["loss_g"] = self.g_step(fake, numbers, check_finite)
         if plan.ema != "off":  # "copy": the average starts from the live weights
             self.ema.fold(self.generator, numbers.ema_weight if plan.ema == "fold" else None)
         return metrics
 
-    def d_step(self, real: torch.Tensor, fake: torch.Tensor, numbers: "StepNumbers",
-               check_finite: bool) -> dict[str, torch.Tensor]:
+    def d_step(self, real: torch.Tensor, fake: torch.Tensor, plan: "StepPlan",
+               numbers: "StepNumbers", check_finite: bool) -> dict[str, torch.Tensor]:
         s = self.settings
         real_seen, fake_seen = what_d_sees(real, s, numbers), what_d_sees(fake, s, numbers)
         with self.autocast():
@@ -164,16 +166,22 @@ class GANPair:
         if s.loss == "wgan_gp":
             loss_d = loss_d + gradient_penalty(self.discriminator, real_seen, fake_seen,
                                                weight=s.gp_weight)
+        loss_reg = (self.regularisers(s.reg, self.d_forward, self.discriminator, self.autocast,
+                                      (real_seen, fake_seen), (real_logits, fake_logits), plan.r1)
+                    if s.reg.on else None)
+        loss_total = loss_d if loss_reg is None else loss_d + loss_reg
         if check_finite:
-            self.refuse_non_finite(loss_d, "discriminator loss (loss/d)")
-        update(loss_d, self.opt_d, self.scaler_d)
+            refuse_non_finite(loss_total, self.layout, self.device, "discriminator loss (loss/d)")
+        update(loss_total, self.opt_d, self.scaler_d)
         metrics = {
-            "loss_d": loss_d.detach(),
+            "loss_d": loss_d.detach(),  # the adversarial loss alone (loss/d_reg holds the rest)
             "real_prob": torch.sigmoid(real_logits.detach().float()).mean(),
             "fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
         }
         if s.track_real_sign:
             metrics["real_sign"] = torch.sign(real_logits.detach().float()).mean()
+        if loss_reg is not None:
+            metrics["loss_reg"] = loss_reg.detach()
         return metrics
 
     def g_step(self, fake: torch.Tensor, numbers: "StepNumbers", check_finite: bool
@@ -186,21 +194,12 @@ class GANPair:
                 fake_logits = self.d_frozen_forward(what_d_sees(fake, self.settings, numbers))
             loss_g = generator_loss(fake_logits, kind=self.settings.loss)
             if check_finite:
-                self.refuse_non_finite(loss_g, "generator loss (loss/g)")
+                refuse_non_finite(loss_g, self.layout, self.device, "generator loss (loss/g)")
             update(loss_g, self.opt_g, self.scaler_g)
         finally:
             for parameter in self.d_trainable:  # all but the blocks freeze_d fixes
                 parameter.requires_grad_(True)
         return loss_g.detach()
-
-    def refuse_non_finite(self, loss: torch.Tensor, which: str) -> None:
-        """Raise NonFiniteLoss before the update; under torchrun every rank raises together
-        (they agree first), so none waits in a collective the others never reach."""
-        finite = bool(torch.isfinite(loss).item())
-        if self.layout.enabled:
-            finite = not any_rank(not finite, self.layout, self.device)
-        if not finite:
-            raise NonFiniteLoss(which, loss.item())
 
     def autocast(self) -> torch.autocast:
         # no cast-weight cache under CUDA graphs (as torch.cuda.graphs asks; the same numbers)
@@ -220,6 +219,7 @@ class GANPair:
             "scaler_d": self.scaler_d.state_dict(),
             "arch": self.settings.arch.as_dict(),
             **({"generator_ema": self.ema.state_dict()} if self.ema else {}),
+            **self.regularisers.state_dict(),
             # the sampling generator's re-estimated statistics (dcgan-sample and -eval use them)
             **({"sampling_bn": batchnorm_state(self.sampling_generator)}
                if self.settings.recalibrate_bn else {}),
@@ -254,6 +254,18 @@ class GANPair:
                 self.ema.load_state_dict(state["generator_ema"])
             else:  # EMA turned on when resuming: start the average from the live weights
                 self.ema.update(self.generator, 0)
+        self.regularisers.load_state_dict(state)
+
+
+def refuse_non_finite(loss: torch.Tensor, layout: Distributed, device: torch.device,
+                      which: str) -> None:
+    """Raise NonFiniteLoss before the update; under torchrun every rank raises together
+    (they agree first), so none waits in a collective the others never reach."""
+    finite = bool(torch.isfinite(loss).item())
+    if layout.enabled:
+        finite = not any_rank(not finite, layout, device)
+    if not finite:
+        raise NonFiniteLoss(which, loss.item())
 
 
 def initialise_from(pair: GANPair, state: dict[str, Any], source: str, optimisers: bool) -> None:

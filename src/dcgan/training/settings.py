@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from dcgan.nets.augment import NoiseSchedule
 from dcgan.nets.models import Architecture
+from dcgan.nets.regularisers import RegSettings
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class GANSettings:
     ema_rampup: Optional[float] = None  # half-life at most this times the images seen so far
     recalibrate_bn: bool = False  # re-estimate the sampling generator's BatchNorm statistics
     freeze_d: int = 0  # D's first N convolution blocks stay as they are (fine-tuning)
+    reg: RegSettings = field(default_factory=RegSettings)  # LeCam, R1, bCR on D's loss
 
     @property
     def ema_on(self) -> bool:

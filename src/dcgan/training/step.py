@@ -17,14 +17,16 @@ from dcgan.training.settings import GANSettings
 @dataclass(frozen=True)
 class StepPlan:
     """What one training step does, decided on the host before it runs: whether G steps,
-    the chance of each augmentation (0 when there is none), the instance-noise std, and what
-    the moving average does ("off", "copy" the live G, or "fold" it in with `ema_weight`)."""
+    the chance of each augmentation (0 when there is none), the instance-noise std, what
+    the moving average does ("off", "copy" the live G, or "fold" it in with `ema_weight`), and
+    whether this step adds the (lazy) R1 penalty."""
 
     g_step: bool
     augment_p: float
     noise_std: float
     ema: str
     ema_weight: float = 0.0
+    r1: bool = False
 
     @classmethod
     def of(cls, settings: GANSettings, ema: Optional[EMA], step: int, batch_images: int
@@ -36,7 +38,8 @@ class StepPlan:
                    noise_std=settings.noise.std_at(step),
                    ema=("off" if not g_step or ema is None else
                         "copy" if ema_weight is None else "fold"),
-                   ema_weight=ema_weight or 0.0)
+                   ema_weight=ema_weight or 0.0,
+                   r1=settings.reg.r1.on and (step + 1) % settings.reg.r1.interval == 0)
 
     @property
     def kind(self) -> tuple:
@@ -44,7 +47,7 @@ class StepPlan:
         one kind differ only in the numbers `numbers()` carries."""
         p = self.augment_p
         return (self.g_step, "none" if p <= 0 else "all" if p >= 1 else "some",
-                self.noise_std > 0, self.ema)
+                self.noise_std > 0, self.ema, self.r1)
 
     def numbers(self) -> "StepNumbers":
         """The per-step numbers as Python floats (the eager step)."""

@@ -3,6 +3,8 @@ call to every logger of the run (none at all on ranks other than 0 under torchru
 
 Tags (documented in the README):
   loss/d, loss/g           discriminator and generator losses
+  loss/d_reg               reg.*: what the regularisers (LeCam, R1, bCR) add to D's loss
+  lr/factor                lr_schedule=linear_tail: the factor on both learning rates
   d/real_prob              mean D(x) on real images (sigmoid of the logits)
   d/fake_prob              mean D(G(z)) on generated images, during the D step
   perf/img_per_s           real images consumed per second over the logging window
@@ -24,6 +26,8 @@ import torch
 SCALAR_TAGS = {
     "loss_d": "loss/d",
     "loss_g": "loss/g",
+    "loss_reg": "loss/d_reg",
+    "lr_factor": "lr/factor",
     "real_prob": "d/real_prob",
     "fake_prob": "d/fake_prob",
     "img_per_s": "perf/img_per_s",
