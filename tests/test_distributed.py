@@ -71,6 +71,22 @@ def test_two_processes_train_one_run_with_identical_weights(tmp_path):
     assert load(run / "checkpoints" / "last.pt")["step"] == 12
 
 
+def test_regularisers_and_the_lr_tail_under_torchrun(tmp_path):
+    """LeCam (anchors averaged over the ranks), R1 through D's plain module, bCR through the
+    DDP one, and the lr tail: the replicas stay identical at every step."""
+    run = tmp_path / "run"
+    result = torchrun("-m", "dcgan.cli.train", *SMALL, "dataset=fake", "dataset.size=64",
+                      "dataset.image_size=32", "epochs=2", "reg.lecam.weight=0.3",
+                      "reg.r1.gamma=1", "reg.r1.interval=2", "reg.bcr.real=1", "reg.bcr.fake=1",
+                      "lr_schedule=linear_tail", "lr_tail_fraction=0.5", "eval.every=0",
+                      f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = (run / "train.log").read_text()
+    assert log.count("weights identical on all 2 ranks") == 8
+    state = load(run / "checkpoints" / "last.pt")
+    assert state["lecam"]["real"].item() != 0 and state["opt_d"]["param_groups"][0]["lr"] < 2e-4
+
+
 def test_torchrun_on_the_console_script_with_image_files(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
