@@ -151,11 +151,12 @@ GRAPHED = ["augment=[translation,color,cutout]", "augment.p=0.4", "instance_nois
            "ema.half_life_images=200", "ema.rampup=0.5", "d_steps=2"]
 
 
-def graphed_run(make_config, tmp_path, setting: str, precision: str, steps: int = 12):
+def graphed_run(make_config, tmp_path, setting: str, precision: str, steps: int = 12,
+                extra: tuple[str, ...] = ()):
     """Metrics of `steps` steps (losses checked on the host every fifth, as the loop does)
     and the final state; deterministic cuDNN, so eager and replayed steps can be compared."""
     pair = make_trainer(make_config, tmp_path, f"cuda_graphs={setting}",
-                        f"precision={precision}", *GRAPHED)
+                        f"precision={precision}", *GRAPHED, *extra)
     # after configure_backends turned benchmark on; the test's monkeypatch restores both
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     images = torch.rand(16 * steps, 3, 64, 64, device="cuda").mul(2).sub(1).split(16)
@@ -206,3 +207,19 @@ def test_cli_trains_with_cuda_graphs_and_resumes(cli, tmp_path):
             assert torch.isfinite(value.float()).all(), key
             if value.is_floating_point():  # cuDNN may pick other algorithms per process
                 assert torch.allclose(value, b[network][key], rtol=1e-3, atol=1e-4), key
+
+
+def test_regularised_steps_captured_as_graphs_train_as_eager_ones(make_config, tmp_path,
+                                                                 monkeypatch):
+    """LeCam's in-place anchors, bCR's augmentation and R1's double backward under capture."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    regularised = ("reg.lecam.weight=0.3", "reg.r1.gamma=1", "reg.r1.interval=3",
+                   "reg.bcr.real=1", "reg.bcr.fake=1")
+    _, eager_metrics, eager_state = graphed_run(make_config, tmp_path, "false", "fp32",
+                                                extra=regularised)
+    graphed, graphed_metrics, graphed_state = graphed_run(make_config, tmp_path, "true", "fp32",
+                                                          extra=regularised)
+    assert any(kind[-1] for kind in graphed.graphs.captured)  # an R1 step was captured
+    assert graphed_metrics == eager_metrics
+    assert torch.equal(graphed_state["lecam"]["real"], eager_state["lecam"]["real"])
