@@ -92,7 +92,7 @@ def test_cli_refuses_unknown_group_option(cli, tmp_path):
 
 def test_cli_help_and_cfg_job(cli):
     help_text = cli("dcgan-train", "--help", check=True).stdout
-    assert "dataset: celeba, digits, fake, folder, mnist, mnist10k" in help_text
+    assert "dataset: celeba, cifar10, digits, fake, folder, mnist, mnist10k" in help_text
     job = cli("dcgan-train", "dataset=mnist", "lr=1e-4", "model.ngf=32", "--cfg", "job",
               check=True).stdout
     assert "name: mnist" in job and "lr: 0.0001" in job and "ngf: 32" in job

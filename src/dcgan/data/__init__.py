@@ -1,1 +1,2 @@
-"""Data sets as batches of images in [-1, 1]: the registry, the decoded-image cache, the loader and device feed."""
+"""Data sets as batches of images in [-1, 1]: the registry, labels, CIFAR-10's files, the
+decoded-image cache, the loader and device feed."""

@@ -3,7 +3,8 @@
 The cache is a uint8 .npy array (N x C x S x S, memory-mapped when read) plus a JSON manifest
 (source folder, image size, channels, count, a checksum of the file list). Training from it
 does no JPEG decoding at all. It is rebuilt when the file list or the image size changes, and
-both files are written atomically (a temporary file renamed into place).
+both files are written atomically (a temporary file renamed into place). The manifest names the
+files that could not be decoded, so labels stay with their images (`CachedImages.source_indices`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ CACHE_VERSION = 1
 
 
 class CachedImages(Dataset):
-    """Images from a cache's memory-mapped uint8 array, as float [-1, 1] tensors."""
+    """Images from a cache's memory-mapped uint8 array, as float [-1, 1] tensors.
 
-    def __init__(self, array_path: Path):
+    `source_indices[i]` is the index in the source files of image i (None: all were decoded,
+    image i is file i); `labels` are set by the data set's builder when it was asked for them.
+    """
+
+    labels = None
+
+    def __init__(self, array_path: Path, source_indices: Optional[list[int]] = None):
         self.array = np.load(array_path, mmap_mode="r")
+        self.source_indices = source_indices
 
     def __len__(self) -> int:
         return self.array.shape[0]
@@ -55,10 +63,12 @@ class CachedImages(Dataset):
         return to_signed_unit(torch.from_numpy(self.array[np.asarray(indices)]))
 
 
-def cache_paths(ds: DictConfig) -> tuple[Path, Path]:
-    """(array, manifest) paths for this data set's name, split, limit, channels and size."""
+def cache_paths(ds: DictConfig, variant: str = "") -> tuple[Path, Path]:
+    """(array, manifest) paths for this data set's name, split, limit, channels and size; a
+    variant names another choice of its files (e.g. only the faces that have attributes)."""
     limit = "all" if ds.limit is None else str(ds.limit)
     stem = f"{ds.name}-{ds.split}-{limit}-{ds.channels}x{ds.image_size}"
+    stem += f"-{variant}" if variant else ""
     folder = Path(ds.cache_dir).expanduser()
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
@@ -98,6 +108,8 @@ def is_current(array_path: Path, manifest: Optional[dict], expected: dict) -> bo
         return False
     if any(manifest.get(key) != value for key, value in expected.items()):
         return False
+    if manifest.get("skipped") and "skipped_files" not in manifest:
+        return False  # which files were skipped is needed to keep labels with their images
     try:
         array = np.load(array_path, mmap_mode="r")
     except (OSError, ValueError):
@@ -110,10 +122,15 @@ def build_cache(ds: DictConfig, source: Dataset, array_path: Path, manifest_path
                 num_workers: Optional[int] = None) -> dict:
     """Decode every file of `source` (an ImageFiles) in order into the cache; returns the
     manifest."""
+    if not hasattr(source, "paths"):
+        raise DCGANError(f"dataset={ds.name} is read decoded into memory here; the cache is for "
+                         "image files (celeba, folder, cifar10 as a folder tree)")
     started = time.perf_counter()
     with atomic_path(array_path) as tmp:
         count, skipped = _decode_into(tmp, ds, source, num_workers)
-    manifest = {**expected_manifest(ds, source), "count": count, "skipped": len(skipped)}
+    root = Path(ds.root).expanduser()
+    manifest = {**expected_manifest(ds, source), "count": count, "skipped": len(skipped),
+                "skipped_files": [os.path.relpath(path, root) for path in skipped]}
     write_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
     log.info("cache: %d images decoded into %s in %.1f s", count, array_path,
              time.perf_counter() - started)
@@ -151,13 +168,23 @@ def _shrink(path: Path, count: int) -> None:
     np.save(path, kept)
 
 
-def cached_dataset(ds: DictConfig, source: Dataset) -> CachedImages:
+def cached_dataset(ds: DictConfig, source: Dataset, variant: str = "") -> CachedImages:
     """The cache for `source`, built (or rebuilt) first if it is missing or stale."""
-    array_path, manifest_path = cache_paths(ds)
+    array_path, manifest_path = cache_paths(ds, variant)
     expected = expected_manifest(ds, source)
-    if not is_current(array_path, read_manifest(manifest_path), expected):
+    manifest = read_manifest(manifest_path)
+    if not is_current(array_path, manifest, expected):
         log.info("cache: building %s from %d files", array_path, len(source))
-        build_cache(ds, source, array_path, manifest_path)
+        manifest = build_cache(ds, source, array_path, manifest_path)
     else:
         log.info("cache: using %s", array_path)
-    return CachedImages(array_path)
+    return CachedImages(array_path, source_indices(manifest, source, Path(ds.root).expanduser()))
+
+
+def source_indices(manifest: dict, source: Dataset, root: Path) -> Optional[list[int]]:
+    """The index in `source` of each cached image; None when every file was decoded."""
+    skipped = set(manifest.get("skipped_files", ()))
+    if not skipped:
+        return None
+    return [index for index, path in enumerate(source.paths)
+            if os.path.relpath(path, root) not in skipped]
