@@ -63,10 +63,9 @@ HEADER = """\
 
 Every key below can be overridden on the command line, `dcgan-train key=value` (nested keys with
 dots: `dataset.root=/path/to/celeba`, lists in brackets: `logger=[tensorboard,csv]`). Unknown
-keys, unknown group options and values of the wrong type are refused by Hydra before anything
-runs; values that type-check but cannot work (`epochs=0`, `dataset.image_size=48`, a split the
-data set does not have) are refused with one line on stderr and exit code 2, before any data is
-read. `dcgan-train --help` lists the keys with their current values; `dcgan-train --cfg job`
+keys (the closest ones are named), unknown group options, values of the wrong type and values
+that type-check but cannot work (`epochs=0`, `dataset.image_size=48`, a split the data set does
+not have) are refused with one line on stderr and exit code 2, before any data is read. `dcgan-train --help` lists the keys with their current values; `dcgan-train --cfg job`
 prints the composed config without running.
 
 Defaults are those of plain `dcgan-train` (`configs/train.yaml` with `dataset=mnist10k` and

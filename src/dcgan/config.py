@@ -9,15 +9,19 @@ so nothing downstream reads config strings or changes the config.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib.util
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence, get_origin, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, Override, OverrideType
 from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -101,11 +105,11 @@ class DatasetConfig:
     split: str = "all"
     limit: Optional[int] = None  # use only the first N images; null = all
     image_size: int = 64
-    channels: int = 3  # fixed by the data for digits/mnist/celeba; chosen for folder/fake
+    channels: int = 3  # fixed by the data for digits/mnist/celeba/cifar10; chosen for folder/fake
     download: bool = False  # mnist only: fetch the IDX files when they are missing
     size: int = 2048  # fake only: how many random images
-    on_bad_image: BadImagePolicy = BadImagePolicy.skip  # folder/celeba: an unreadable file
-    cache: bool = False  # folder/celeba: decode once into a uint8 array file (dcgan-prepare)
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip  # folder/celeba/cifar10: an unreadable file
+    cache: bool = False  # image files (folder/celeba/cifar10): decode once into a uint8 array file
     cache_dir: str = "data/cache"  # where decoded-image caches live
     mirror: bool = False  # flip each real image left-right with probability 1/2
 
@@ -522,13 +526,136 @@ def apply_resume_overrides(saved: dict[str, Any], composed: DictConfig,
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """train.yaml composed with these overrides, as dcgan-train composes it (for dcgan-prepare,
     the tests and the benchmark); a bad override is a DCGANError."""
+    overrides = expand_shorthands(list(overrides))
+    check_overrides(overrides)
     register_configs()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="train", overrides=expand_shorthands(list(overrides)))
+            return compose(config_name="train", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
         first_line = str(error).strip().splitlines()[0]
         raise DCGANError(f"bad override: {first_line}") from error
+
+
+# -- what an override may name -----------------------------------------------------------------
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse in one line what Hydra would refuse with a screenful: an override that does not
+    parse, a key the schema does not know (`epoch=20`, `+epoch=20`: the closest keys are named),
+    an option a config group does not have (`dataset=celebb`) and a value of the wrong type
+    (`epochs=many`). Hydra's own settings (`hydra.*`, `hydra/...`) are left to Hydra."""
+    parser = OverridesParser.create()
+    typed: Optional[DictConfig] = None  # the schema, with the values so far merged in
+    for line in overrides:
+        override = _parse_override(parser, line)
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")) or override.package:
+            continue
+        if key in config_groups():
+            _check_group_choice(override)
+        elif not known_key(key):
+            raise DCGANError(f"bad override: {line}: the config has no key {key}"
+                             + (closest_keys(key) or "; dcgan-train --help lists the keys"))
+        elif override.type in (OverrideType.CHANGE, OverrideType.FORCE_ADD):
+            typed = OmegaConf.structured(TrainConfig) if typed is None else typed
+            _check_value_type(override, typed)
+
+
+def _parse_override(parser: OverridesParser, line: str) -> Override:
+    try:
+        return parser.parse_override(line)
+    except HydraException as error:
+        reasons = [text.strip() for text in str(error).splitlines()
+                   if text.strip() not in ("", "^") and not text.startswith(
+                       ("See https", "Error parsing override", "LexerNoViableAltException"))]
+        reason = reasons[0] if reasons else "it is not of the form key=value"
+        raise DCGANError(f"bad override: {line}: {reason} (overrides are key=value, e.g. "
+                         "epochs=20)") from error
+
+
+@functools.lru_cache(maxsize=None)
+def config_groups() -> dict[str, tuple[str, ...]]:
+    """The config groups (folders of configs/) and their options (the YAML files in them)."""
+    return {folder.name: tuple(sorted(path.stem for path in folder.glob("*.yaml")))
+            for folder in sorted(config_dir().iterdir()) if folder.is_dir()}
+
+
+@functools.lru_cache(maxsize=None)
+def default_groups() -> frozenset[str]:
+    """The groups train.yaml chooses an option of (`dataset=NAME` changes it); the others are
+    added with a +, as in `+experiment=quickstart`."""
+    defaults = OmegaConf.load(config_dir() / "train.yaml").get("defaults", [])
+    return frozenset(str(key) for entry in defaults if isinstance(entry, DictConfig)
+                     for key in entry)
+
+
+def _check_group_choice(override: Override) -> None:
+    group, line = override.key_or_group, override.input_line
+    if override.is_delete():
+        return
+    if group not in default_groups() and override.type == OverrideType.CHANGE:
+        raise DCGANError(f"bad override: {line}: {group} is added to the config with a +, "
+                         f"e.g. +{line}")
+    value = override.value()
+    names = value.list if isinstance(value, ChoiceSweep) else [value]
+    options = config_groups()[group]
+    for name in names:
+        if isinstance(name, str) and name not in options:
+            close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise DCGANError(f"bad override: {line}: {group} has no option {name}{hint}; "
+                             f"the options are {', '.join(options)}")
+
+
+@functools.lru_cache(maxsize=None)
+def schema_keys() -> dict[str, bool]:
+    """Every dotted key of the schema, sections (`model`) and values (`model.ngf`) alike,
+    mapped to whether it holds a list (whose items `key.N` also name)."""
+    found: dict[str, bool] = {}
+
+    def walk(schema: type, prefix: str) -> None:
+        for name, hint in get_type_hints(schema).items():
+            key = prefix + name
+            found[key] = get_origin(hint) is list
+            if is_dataclass(hint):
+                walk(hint, key + ".")
+
+    walk(TrainConfig, "")
+    return found
+
+
+def known_key(key: str) -> bool:
+    """Whether `key` names a value or a section of the schema (or an item of a list in it)."""
+    head, _, index = key.rpartition(".")
+    return key in schema_keys() or (index.isdigit() and schema_keys().get(head, False))
+
+
+def closest_keys(key: str, within: str = "") -> str:
+    """'; did you mean X?' with the keys (those starting with `within`) nearest to an unknown
+    one, by the whole key or by its last part (`ngf=8` -> model.ngf), or '' when none is."""
+    leaf = key.rpartition(".")[2].lower()
+    scores = {}
+    added = [f"+{group}" for group in config_groups() if group not in default_groups()]
+    for known in [name for name in [*schema_keys(), *added] if name.startswith(within)]:
+        whole = difflib.SequenceMatcher(None, key.lower(), known.lower()).ratio()
+        last = difflib.SequenceMatcher(None, leaf, known.rpartition(".")[2].lower()).ratio()
+        scores[known] = max(whole, last)
+    best = max(scores.values(), default=0.0)
+    close = [known for known, score in sorted(scores.items(), key=lambda item: -item[1])
+             if score >= max(0.75, best - 0.05)][:3]
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def _check_value_type(override: Override, typed: DictConfig) -> None:
+    """The value against the key's type in the schema, merged as Hydra will merge it."""
+    value = override.value()
+    if override.is_sweep_override() or (isinstance(value, str) and "${" in value):
+        return
+    try:
+        OmegaConf.update(typed, override.key_or_group, value, merge=True)
+    except OmegaConfBaseException as error:
+        reason = str(error).strip().splitlines()[0]
+        raise DCGANError(f"bad override: {override.input_line}: {reason}") from error
 
 
 # -- typed settings ------------------------------------------------------------------------------

@@ -18,38 +18,21 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from dcgan.errors import ArgumentParser, DCGANError, reports_errors
 
-from dcgan.config import TrainConfig, compose_config, from_plain_dict, validate
-from dcgan.data.datasets import build_dataset
-from dcgan.errors import DCGANError, reports_errors
-from dcgan.files.images import image_grid, save_png
-from dcgan.nets.models import Generator
-from dcgan.quality.evaluator import (
-    Evaluator,
-    feature_cache_path,
-    format_table,
-    nearest_real,
-    real_subset,
-)
-from dcgan.quality.metrics import compute_metrics, inception_weights_path
-from dcgan.runtime.process import resolve_device, seed_everything
-from dcgan.store.checkpoints import (
-    load_checkpoint,
-    load_generator,
-    resolve_checkpoint,
-    run_dir_of,
-)
+if TYPE_CHECKING:
+    from dcgan.nets.models import Generator
+
+# torch, the config, the data sets and the metrics are imported where they are used, so that
+# --help and a usage error answer at once.
 
 log = logging.getLogger("dcgan.eval")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dcgan-eval", description="Sliced Wasserstein distance, diversity ratio (and "
         "FID/KID with --fid) of a checkpoint's samples against real images.")
     parser.add_argument("--ckpt", default=None,
@@ -83,13 +66,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def eval_config(state: Optional[dict], args: argparse.Namespace):
     """The checkpoint's config (or the defaults) with the data set and eval overrides."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dcgan.config import TrainConfig, closest_keys, from_plain_dict, known_key, validate
+
     cfg = from_plain_dict(state["config"]) if state else OmegaConf.structured(TrainConfig)
     for override in args.overrides:
         key, sep, value = override.partition("=")
         if not sep or not (key == "dataset" or key.startswith("dataset.")):
             raise DCGANError(f"cannot use {override!r}: dcgan-eval takes dataset.KEY=VALUE "
-                             "overrides only (and dataset=NAME)")
+                             "overrides only (and dataset=NAME)"
+                             + closest_keys(key, within="dataset"))
         key = "dataset.name" if key == "dataset" else key
+        if not known_key(key):
+            raise DCGANError(f"bad override: {override}: the config has no key {key}"
+                             + closest_keys(key, within="dataset."))
         try:
             OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
         except OmegaConfBaseException as error:
@@ -110,6 +102,12 @@ def eval_config(state: Optional[dict], args: argparse.Namespace):
 def compare_folders(args: argparse.Namespace) -> dict:
     """--real DIR --fake DIR: the metrics between two folders of images (the same n of each,
     drawn with the seed from the larger one)."""
+    from dcgan.config import compose_config, validate
+    from dcgan.data.datasets import build_dataset
+    from dcgan.quality.evaluator import real_subset
+    from dcgan.quality.metrics import compute_metrics, inception_weights_path
+    from dcgan.runtime.process import resolve_device
+
     seed = args.seed if args.seed is not None else 1234
     if args.fid:
         inception_weights_path(args.inception_weights)
@@ -132,6 +130,12 @@ def compare_folders(args: argparse.Namespace) -> dict:
 def memorisation_grid(args: argparse.Namespace, generator: Generator, dataset,
                       checkpoint: Path, seed: int) -> Path:
     """--nearest K: K samples, each in a row with its nearest training images."""
+    import torch
+
+    from dcgan.files.images import image_grid, save_png
+    from dcgan.quality.evaluator import nearest_real
+    from dcgan.store.checkpoints import run_dir_of
+
     noise = torch.randn(args.nearest, generator.arch.nz, 1, 1,
                         generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -147,6 +151,12 @@ def memorisation_grid(args: argparse.Namespace, generator: Generator, dataset,
 
 
 def evaluate(args: argparse.Namespace) -> dict:
+    from dcgan.data.datasets import build_dataset
+    from dcgan.quality.evaluator import Evaluator
+    from dcgan.quality.metrics import inception_weights_path
+    from dcgan.runtime.process import resolve_device, seed_everything
+    from dcgan.store.checkpoints import load_checkpoint, load_generator, resolve_checkpoint
+
     if args.real is not None or args.fake is not None:
         if args.real is None or args.fake is None or args.ckpt is not None:
             raise DCGANError("compare two folders with --real DIR --fake DIR (and no --ckpt)")
@@ -181,6 +191,9 @@ def evaluate(args: argparse.Namespace) -> dict:
 def run_feature_cache(checkpoint: Path, cfg: Any) -> Path:
     """Where the real subset's Inception features are cached for a checkpoint: its run's own
     cache (shared with training), or beside a file that is not in a run."""
+    from dcgan.quality.evaluator import feature_cache_path
+    from dcgan.store.checkpoints import run_dir_of
+
     return feature_cache_path(run_dir_of(checkpoint), cfg.dataset, cfg.eval)
 
 
@@ -188,6 +201,8 @@ def run_feature_cache(checkpoint: Path, cfg: Any) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     result = evaluate(args)
+    from dcgan.quality.evaluator import format_table
+
     metrics = {key: value for key, value in result.items() if isinstance(value, float)}
     line = json.dumps(result)
     # The table and the JSON line are the command's output: stdout, apart from the log on stderr.

@@ -24,15 +24,17 @@ import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
-import torch
+from dcgan.errors import ArgumentParser, DCGANError, reports_errors
 
-from dcgan.errors import DCGANError, reports_errors
-from dcgan.files.atomic import write_atomic
-from dcgan.nets.models import Generator
-from dcgan.runtime.process import resolve_device
-from dcgan.store.checkpoints import load_generator, resolve_checkpoint
+if TYPE_CHECKING:
+    import torch
+
+    from dcgan.nets.models import Generator
+
+# torch and the checkpoint store are imported where they are used, so that --help and a usage
+# error answer at once.
 
 log = logging.getLogger("dcgan.cli.export")
 
@@ -44,22 +46,28 @@ ONNX_HINT = 'pip install "dcgan[onnx]"'
 def check_noise(nz: int, seed: int = CHECK_SEED, batch: int = CHECK_BATCH) -> torch.Tensor:
     """The fixed batch the exported model is checked on (also the example input it is traced
     with); drawn from its own CPU generator, like dcgan-sample's noise."""
+    import torch
+
     return torch.randn(batch, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
 
 
 def torchscript_bytes(generator: Generator, example: torch.Tensor) -> bytes:
     """The traced generator as torch.jit.save writes it."""
+    import torch
+
     buffer = io.BytesIO()
     with _without_jit_deprecation():
         torch.jit.save(torch.jit.trace(generator, example), buffer)
     return buffer.getvalue()
 
 
-@torch.no_grad()
 def run_torchscript(data: bytes, noise: torch.Tensor) -> torch.Tensor:
+    import torch
+
     with _without_jit_deprecation():
         module = torch.jit.load(io.BytesIO(data), map_location=noise.device)
-    return module(noise)
+    with torch.no_grad():
+        return module(noise)
 
 
 @contextmanager
@@ -84,6 +92,8 @@ def onnx_bytes(generator: Generator, example: torch.Tensor) -> bytes:
     This uses the TorchScript-based exporter (dynamo=False): it needs only the `onnx` package,
     where the default torch.export-based one also needs `onnxscript`.
     """
+    import torch
+
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy-exporter notice
@@ -98,6 +108,7 @@ def run_onnx(data: bytes, noise: torch.Tensor) -> Optional[torch.Tensor]:
     if importlib.util.find_spec("onnxruntime") is None:
         return None
     import onnxruntime
+    import torch
 
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     (images,) = session.run(["images"], {"z": noise.cpu().numpy()})
@@ -134,6 +145,12 @@ def check_export(fmt: str, expected: torch.Tensor, actual: Optional[torch.Tensor
 
 def export(args: argparse.Namespace) -> Path:
     """Load, export, check and write; returns the path written."""
+    import torch
+
+    from dcgan.files.atomic import write_atomic
+    from dcgan.runtime.process import resolve_device
+    from dcgan.store.checkpoints import load_generator, resolve_checkpoint
+
     if args.format == "onnx":
         require_onnx()
     if args.out.is_dir():
@@ -154,7 +171,7 @@ def export(args: argparse.Namespace) -> Path:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dcgan-export", description="Write a dcgan generator as a TorchScript or ONNX file "
         "that maps z (N x nz x 1 x 1) to images in [-1, 1] without this package.")
     parser.add_argument("--ckpt", required=True,

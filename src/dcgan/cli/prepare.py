@@ -12,11 +12,6 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from omegaconf import OmegaConf
-
-from dcgan.config import compose_config, validate
-from dcgan.data.cache import build_cache, cache_paths
-from dcgan.data.datasets import DATASETS, build_dataset
 from dcgan.errors import DCGANError, reports_errors
 
 log = logging.getLogger("dcgan.cli.prepare")
@@ -27,6 +22,12 @@ USAGE = ("usage: dcgan-prepare dataset=celeba|folder dataset.root=PATH [dataset.
 
 
 def prepare(overrides: Sequence[str]) -> None:
+    from omegaconf import OmegaConf
+
+    from dcgan.config import compose_config, validate
+    from dcgan.data.cache import build_cache, cache_paths
+    from dcgan.data.datasets import DATASETS, build_dataset
+
     cfg = compose_config(overrides)
     validate(cfg)
     if not DATASETS[cfg.dataset.name].cacheable:
@@ -47,6 +48,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if any(arg in ("-h", "--help") for arg in args):
         sys.stdout.write(USAGE + "\n")
         return
+    options = [arg for arg in args if arg.startswith("-")]
+    if options:
+        raise DCGANError(f"unrecognized arguments: {' '.join(options)}; dcgan-prepare takes "
+                         "key=value overrides, e.g. dataset=folder dataset.root=PATH")
     prepare(args)
 
 

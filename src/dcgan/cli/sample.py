@@ -12,49 +12,40 @@ import argparse
 import logging
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import torch
-from PIL import Image
+from dcgan.errors import ArgumentParser, DCGANError, reports_errors
 
-from dcgan.errors import DCGANError, reports_errors
-from dcgan.files.images import (
-    image_grid,
-    images_to_uint8,
-    save_gif,
-    save_png,
-    to_pil,
-    write_gif,
-)
-from dcgan.files.video import VIDEO_EXTRA, video_available, write_mp4
-from dcgan.nets.latents import (
-    batch_latents,
-    interpolation_noise,
-    keyframe_walk,
-    parse_seeds,
-    seed_latent,
-)
-from dcgan.nets.models import Generator
-from dcgan.runtime.process import resolve_device
-from dcgan.store.checkpoints import load_generator, resolve_checkpoint, run_dir_of
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from dcgan.nets.models import Generator
+
+# torch, the networks and the image writers are imported where they are used, so that --help
+# and a usage error answer at once.
 
 log = logging.getLogger("dcgan.cli.sample")
 
 WALK_FRAME_MS = 80  # a walk's frames: 12.5 a second
 
 
-@torch.no_grad()
 def render(generator: Generator, noise: torch.Tensor, device: torch.device,
            batch_size: int = 256) -> torch.Tensor:
     """G(noise) in [-1, 1] on the CPU, in batches."""
-    parts = [generator(noise[i : i + batch_size].to(device)).cpu()
-             for i in range(0, len(noise), batch_size)]
+    import torch
+
+    with torch.no_grad():
+        parts = [generator(noise[i : i + batch_size].to(device)).cpu()
+                 for i in range(0, len(noise), batch_size)]
     return torch.cat(parts)
 
 
 def generate(generator: Generator, n: int, seed: int, device: torch.device,
              psi: float = 1.0) -> torch.Tensor:
     """n images in [-1, 1]; the noise comes from its own CPU generator, so a seed fixes them."""
+    from dcgan.nets.latents import batch_latents
+
     return render(generator, batch_latents(n, generator.arch.nz, seed, psi), device)
 
 
@@ -62,6 +53,10 @@ def generate_seeds(generator: Generator, seeds: list[int], device: torch.device,
                    psi: float = 1.0) -> torch.Tensor:
     """One image per seed, each drawn and rendered alone: seed s gives the same image
     whatever else is asked for."""
+    import torch
+
+    from dcgan.nets.latents import seed_latent
+
     return torch.cat([render(generator, seed_latent(seed, generator.arch.nz, psi)[None], device)
                       for seed in seeds])
 
@@ -69,6 +64,8 @@ def generate_seeds(generator: Generator, seeds: list[int], device: torch.device,
 def interpolate(generator: Generator, frames: int, seed: int, device: torch.device,
                 psi: float = 1.0) -> torch.Tensor:
     """frames images in [-1, 1] along the slerp path between two latents drawn from seed."""
+    from dcgan.nets.latents import interpolation_noise
+
     return render(generator, interpolation_noise(generator.arch.nz, frames, seed, psi), device)
 
 
@@ -76,6 +73,11 @@ def walk_frames(generator: Generator, args: argparse.Namespace, device: torch.de
                 ) -> list[Image.Image]:
     """--keyframes M --interpolate K [--grid R]: R x R independent looping walks, walk w
     through the keyframes of seeds seed + w*M ... seed + w*M + M-1; one grid per frame."""
+    import torch
+
+    from dcgan.files.images import image_grid, to_pil
+    from dcgan.nets.latents import keyframe_walk, seed_latent
+
     nz, keyframes, walks = generator.arch.nz, args.keyframes, args.grid * args.grid
     paths = [keyframe_walk([seed_latent(args.seed + w * keyframes + i, nz, args.truncation)
                             for i in range(keyframes)], args.interpolate) for w in range(walks)]
@@ -85,7 +87,7 @@ def walk_frames(generator: Generator, args: argparse.Namespace, device: torch.de
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dcgan-sample", description="Write a PNG grid (and optionally one PNG per image) "
         "of samples from a dcgan checkpoint.")
     parser.add_argument("--ckpt", required=True,
@@ -104,7 +106,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         "interpolation between two latents drawn from --seed: a one-row PNG "
                         "strip at --out and an animated GIF beside it (same name, .gif)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="LIST",
+    parser.add_argument("--seeds", type=_seeds, default=None, metavar="LIST",
                         help="one image per seed, e.g. 0-35,40,42: DIR/seed0042.png each "
                         "(--out-dir, default RUN_DIR/samples/seeds) and a grid of them")
     parser.add_argument("--truncation", type=_psi, default=1.0, metavar="PSI",
@@ -124,6 +126,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="also write each image as DIR/sample_00000.png, ...")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     return parser.parse_args(argv)
+
+
+def _seeds(text: str) -> list[int]:
+    from dcgan.nets.latents import parse_seeds
+
+    return parse_seeds(text)
 
 
 def _positive(text: str) -> int:
@@ -148,6 +156,8 @@ def _psi(text: str) -> float:
 
 
 def _default_out(checkpoint: Path, args: argparse.Namespace) -> Path:
+    from dcgan.store.checkpoints import run_dir_of
+
     psi = f"_psi{args.truncation:g}" if args.truncation < 1 else ""
     if args.keyframes:
         grid = f"_grid{args.grid}" if args.grid > 1 else ""
@@ -163,6 +173,8 @@ def _default_out(checkpoint: Path, args: argparse.Namespace) -> Path:
 
 def check_args(args: argparse.Namespace, out: Path) -> None:
     """Combinations that cannot mean anything, refused in one line."""
+    from dcgan.files.video import VIDEO_EXTRA, video_available
+
     if args.keyframes and not args.interpolate:
         raise DCGANError("--keyframes M needs --interpolate K (frames from each keyframe to the "
                          "next)")
@@ -181,6 +193,10 @@ def check_args(args: argparse.Namespace, out: Path) -> None:
 
 def sample(args: argparse.Namespace) -> list[Path]:
     """Write what was asked for; returns the paths written, the grid, strip or walk first."""
+    from dcgan.files.images import save_gif
+    from dcgan.runtime.process import resolve_device
+    from dcgan.store.checkpoints import load_generator, resolve_checkpoint, run_dir_of
+
     checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
     out = args.out or _default_out(checkpoint, args)
     check_args(args, out)
@@ -209,6 +225,8 @@ def sample(args: argparse.Namespace) -> list[Path]:
 def _write(images: torch.Tensor, nrow: int, out: Path, out_dir: Optional[Path],
            names: Optional[list[str]] = None) -> list[Path]:
     """The grid at `out`, and each image in `out_dir` (sample_00000.png, ... or `names`)."""
+    from dcgan.files.images import image_grid, images_to_uint8, save_png
+
     save_png(image_grid(images, nrow=nrow), out)
     written = [out]
     if out_dir is not None:
@@ -222,6 +240,9 @@ def _write(images: torch.Tensor, nrow: int, out: Path, out_dir: Optional[Path],
 def write_walk(frames: list[Image.Image], out: Path) -> list[Path]:
     """The walk as a GIF, and as an MP4 beside it (or instead, for an .mp4 --out) when
     imageio-ffmpeg is installed."""
+    from dcgan.files.images import write_gif
+    from dcgan.files.video import video_available, write_mp4
+
     gif = out.with_suffix(".gif")
     write_gif(frames, gif, WALK_FRAME_MS)
     written = [gif]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -13,18 +14,20 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
+import torch  # loaded by the config's schema anyway (its settings types)
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dcgan.cli.run import train
-from dcgan.config import config_dir, expand_shorthands, register_configs
-from dcgan.errors import DCGANError, exit_with
+from dcgan.config import check_overrides, config_dir, expand_shorthands, register_configs
+from dcgan.errors import DCGANError, exit_with, usage_error
 from dcgan.runtime import distributed
 from dcgan.runtime.distributed import Distributed
-from dcgan.runtime.process import StopNow
-from dcgan.store.checkpoints import resolve_checkpoint, run_dir_of
+
+# The training itself (dcgan.cli.run and what it pulls in: the loop, the hooks, TensorBoard, the
+# report) is imported once Hydra has composed a config to train on, so that --help, --cfg and
+# a refused command line answer without loading it.
 
 log = logging.getLogger("dcgan")
 
@@ -36,6 +39,8 @@ def route_resume_to_run_dir(argv: list[str]) -> list[str]:
     for arg in argv[1:]:
         key, _, value = arg.lstrip("+").partition("=")
         if key == "resume" and value not in ("", "null", "auto"):
+            from dcgan.store.checkpoints import resolve_checkpoint, run_dir_of
+
             try:
                 run_dir = run_dir_of(resolve_checkpoint(value))
             except DCGANError:
@@ -50,6 +55,9 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
+    from dcgan.cli.run import train
+    from dcgan.runtime.process import StopNow
+
     hydra_cfg = HydraConfig.get()
     try:
         train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir),
@@ -62,6 +70,21 @@ def _hydra_main(cfg: DictConfig) -> None:
     except StopNow as stop:
         log.warning("stopped at once by a second %s; the last checkpoint is intact", stop)
         raise SystemExit(128 + stop.signum) from None
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Refuse an unknown option, key or group option, a value of the wrong type or an override
+    that does not parse as one line and exit code 2, naming the closest keys, before Hydra
+    would (with its usage block, or five lines and exit code 1)."""
+    parser = get_args_parser()  # Hydra's own: it reads the same command line next
+    parser.error = functools.partial(usage_error, parser)
+    args = parser.parse_args(argv[1:])
+    if args.shell_completion or args.experimental_rerun:
+        return  # their arguments are not overrides of this config
+    try:
+        check_overrides(args.overrides)
+    except DCGANError as error:
+        exit_with(error)
 
 
 def check_output_dir(argv: list[str]) -> None:
@@ -94,15 +117,16 @@ def distributed_arguments(argv: list[str], layout: Distributed) -> list[str]:
 
 
 def main() -> None:
+    argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
+    check_command_line(argv)
     layout = distributed.from_environment()
     try:
         distributed.start(layout, use_cuda=torch.cuda.is_available()
-                          and "device=cpu" not in sys.argv)
+                          and "device=cpu" not in argv)
     except DCGANError as error:
         exit_with(error)
     finished = False
     try:
-        argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
         sys.argv = distributed_arguments(route_resume_to_run_dir(argv), layout)
         check_output_dir(sys.argv)
         _hydra_main()

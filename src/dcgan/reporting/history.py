@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
 from dcgan.reporting.loggers.csv import CSV_FILE
+
+# TensorBoard's event reader, slow to import, is imported where the events are read.
 
 MARKER_TAGS = ("collapse", "nonfinite")  # text tags that mark an event on the curves
 
@@ -50,6 +49,8 @@ def read_history(run_dir: Path) -> RunHistory:
     files = sorted(run_dir.glob("events.out.tfevents.*"))
     if not files:
         return read_csv_history(run_dir / CSV_FILE)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0,
                                                            "images": 1})
     quiet = logging.getLogger("tensorboard")
@@ -85,6 +86,8 @@ def marker_kind(tag: str, text: str) -> str:
 def session_seconds(events_file: Path) -> float:
     """From the first to the last event one process wrote (its writer opens as training
     starts, its last event is the last thing it logged)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
     first = last = None
     try:
         for event in EventFileLoader(str(events_file)).Load():

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
-import torch
-from torch.utils.tensorboard import SummaryWriter
+from typing import TYPE_CHECKING, Optional
 
 from dcgan.reporting.loggers.base import Logger, tag_of
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TensorBoardLogger(Logger):
     def __init__(self, log_dir: Path, purge_step: Optional[int] = None):
+        from torch.utils.tensorboard import SummaryWriter  # slow to import: only when used
+
         # purge_step drops events a crashed run wrote after its last checkpoint
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
