@@ -1,4 +1,4 @@
-"""The crash-safety guarantees of the README's "Reliability" section, each driven through the
+"""The crash-safety guarantees of docs/reliability.md, each driven through the
 real `dcgan-train` / `dcgan-sample` in subprocesses where signals, kills and resumes matter."""
 
 import json

@@ -182,7 +182,7 @@ class EvalConfig:
     every: int = 1  # evaluate every N epochs (and after the last); 0 = never
     n_samples: int = 512  # generated images, and real images in the fixed real subset
     select: str = "swd/mean"  # the metric that picks checkpoints/best.pt (lower is better)
-    fid: bool = False  # also FID/KID (needs the Inception weights file, see README)
+    fid: bool = False  # also FID/KID (needs the Inception weights file, docs/quality.md)
     inception_weights: Optional[str] = None  # path to pt_inception-2015-12-05-6726825d.pth
     seed: int = 1234  # fixes the real subset, the evaluation noise and the SWD projections
 
@@ -239,7 +239,7 @@ class TrainConfig:
     freeze_d: int = 0  # D's first N convolution blocks stay fixed (Mo et al., 2020)
     ckpt_every_steps: int = 0  # extra step checkpoints every N steps; 0 = only per epoch
     keep_last: int = 3  # numbered checkpoints of each kind to keep; 0 = keep all
-    # speed: each default is the fast choice measured on its device (README "Performance")
+    # speed: each default is the fast choice measured on its device (docs/performance.md)
     precision: Precision = Precision.auto
     channels_last: bool = True  # NHWC convolutions: faster on CPUs and tensor cores
     compile: bool = False  # torch.compile both networks (pays on GPUs for long runs)
@@ -247,7 +247,7 @@ class TrainConfig:
     adam: AdamImpl = AdamImpl.auto
     cpu_threads: Optional[int] = None  # torch intra-op threads on the CPU; null = torch's choice
     ddp_check_every: int = 0  # torchrun: every N steps verify all ranks hold identical weights
-    # the objective and the stabilisers (README "Stable training"); each off by default
+    # the objective and the stabilisers (docs/stable-training.md); each off by default
     loss: LossKind = LossKind.bce
     lr_g: Optional[float] = None  # G's learning rate; null = lr
     lr_d: Optional[float] = None  # D's learning rate; null = lr (two time-scale: lr_d > lr_g)

@@ -20,7 +20,7 @@ The rules (thresholds in `CollapseSettings`, validated on the traces in tests/da
                 evaluation is enough: it is already an aggregate over many images (not a noisy
                 10-step window), and evaluations are epochs apart. Before any evaluation has
                 reached the floor the samples have not spread out yet (a young G draws similar
-                blobs: 0.06 after three epochs of the CelebA runs in README), which is not collapse.
+                blobs: 0.06 after three epochs of the CelebA runs in studies/stable-vs-textbook), which is not collapse.
 
 Why these numbers (tests/data/traces/, small CelebA runs): a healthy textbook run spends its
 first ~130 steps with D ahead (D loss 0.046-0.1, G loss 6-11.5, D(x) up to 0.983, D(G(z)) down to

@@ -49,8 +49,8 @@ def graphs_wanted(choice: str, settings: "GANSettings", device: torch.device,
                   distributed: bool) -> bool:
     """Whether the pair's steps are captured: `choice` is cuda_graphs (auto | true | false).
 
-    auto stays eager for now: the capture has not yet been measured on a GPU (README,
-    "Performance"). true refuses, with the reason, what a graph cannot hold.
+    auto stays eager: the capture has no GPU measurement yet (docs/performance.md). true
+    refuses, with the reason, what a graph cannot hold.
     """
     if choice in ("false", "auto"):
         return False

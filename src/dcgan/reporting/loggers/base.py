@@ -1,7 +1,7 @@
 """The logger interface: scalars, images and text at a step, and `Loggers`, which sends each
 call to every logger of the run (none at all on ranks other than 0 under torchrun).
 
-Tags (documented in the README):
+Tags (documented in docs/watching.md):
   loss/d, loss/g           discriminator and generator losses
   loss/d_reg               reg.*: what the regularisers (LeCam, R1, bCR) add to D's loss
   lr/factor                lr_schedule=linear_tail: the factor on both learning rates
