@@ -79,7 +79,8 @@ def main() -> None:
         state = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=True)
         missing = [key for key in REQUIRED_KEYS if key not in state]
         assert not missing, f"last.pt lacks {missing}"
-        load_generator_file(checkpoints / "generator.safetensors")
+        if (checkpoints / "generator.safetensors").exists():  # written at epoch ends only
+            load_generator_file(checkpoints / "generator.safetensors")
         steps.append(int(state["step"]))
     print(json.dumps({"kills": kills, "mid_write": mid_write, "steps": steps}))
 

@@ -41,6 +41,7 @@ from dcgan.store.checkpoints import (
     load_newest_valid,
     resolve_checkpoint,
 )
+from dcgan.store.run_lock import sole_writer
 from dcgan.training.hooks.ada import AdaptiveAugmentation
 from dcgan.training.hooks.bad_files import BadFiles
 from dcgan.training.hooks.collapse_guard import CollapseGuard
@@ -85,8 +86,17 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
           layout: Distributed = SINGLE) -> None:
     """Train as `cfg` says, in `run_dir`. Raises DCGANError for anything the user can fix.
 
-    Under torchrun every rank runs this; rank 0 alone writes files.
+    Under torchrun every rank runs this; rank 0 alone writes files. The run directory is
+    this run's alone while it trains (dcgan.store.run_lock: a second writer is refused before
+    anything is read or written).
     """
+    with sole_writer(run_dir, layout):
+        run_training(cfg, task_overrides, run_dir, layout)
+
+
+def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
+                 layout: Distributed = SINGLE) -> None:
+    """`train`, with the run directory held."""
     resumed = checkpoint_to_resume(cfg, run_dir)
     if resumed is not None:
         cfg = apply_resume_overrides(resumed[1]["config"], cfg, task_overrides)
@@ -126,10 +136,12 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
             outcome = trainer.fit()
     except BaseException as error:
         trainer.loggers.close()
+        trainer.checkpoints.finish_writes(raise_errors=False)  # reported, not raised over `error`
         if layout.is_main:
             write_run_files(run_dir, trainer, ended_by_error(error), time.perf_counter() - started)
         raise
     trainer.loggers.close()
+    trainer.checkpoints.finish_writes()
     conclude(outcome, trainer, run_dir, time.perf_counter() - started)
 
 

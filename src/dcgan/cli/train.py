@@ -11,7 +11,9 @@ import logging
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Optional
 
 import hydra
 import torch  # loaded by the config's schema anyway (its settings types)
@@ -116,6 +118,15 @@ def distributed_arguments(argv: list[str], layout: Distributed) -> list[str]:
     return argv
 
 
+def explicit_run_dir(argv: list[str]) -> Optional[Path]:
+    """hydra.run.dir=... where the command line names one directory before Hydra composes."""
+    if any(arg in ("--help", "-h", "--cfg", "-c", "--info", "--multirun", "-m", "--hydra-help")
+           for arg in argv[1:]):
+        return None
+    explicit = [arg.partition("=")[2] for arg in argv if arg.startswith("hydra.run.dir=")]
+    return None if not explicit or "${" in explicit[-1] else Path(explicit[-1]).expanduser()
+
+
 def main() -> None:
     argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
     check_command_line(argv)
@@ -129,7 +140,15 @@ def main() -> None:
     try:
         sys.argv = distributed_arguments(route_resume_to_run_dir(argv), layout)
         check_output_dir(sys.argv)
-        _hydra_main()
+        with ExitStack() as held:
+            run_dir = explicit_run_dir(sys.argv)
+            if run_dir is not None:  # before Hydra writes .hydra/ and its log there
+                from dcgan.store.run_lock import sole_writer
+                try:
+                    held.enter_context(sole_writer(run_dir, layout))
+                except DCGANError as error:
+                    exit_with(error)
+            _hydra_main()
         finished = True
     finally:
         distributed.stop(all_finished=finished)

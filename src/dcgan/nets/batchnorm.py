@@ -24,12 +24,16 @@ BN_SEED = 0  # the noise is the same every time: the statistics depend on the we
 
 class RecalibratedCopy:
     """A copy of the generator that samples, its BatchNorm statistics re-estimated for its
-    weights; refreshed when asked for after the source trained (`stale`), at most once a step."""
+    weights; refreshed when asked for after the source trained (`stale`), at most once a step.
+
+    Nothing of it flows back into training: it loads a copy of the source's weights and draws
+    its noise from a private RNG."""
 
     def __init__(self, build: Callable[[], nn.Module], nz: int):
         self.build, self.nz = build, nz
         self.module: Optional[nn.Module] = None
         self.stale = True
+        self.estimated = False  # whether `module` holds an estimate (for these or earlier weights)
 
     def of(self, source: nn.Module) -> nn.Module:
         if self.module is None:  # built fresh: plain BatchNorm even where training syncs it
@@ -38,8 +42,20 @@ class RecalibratedCopy:
         if self.stale:
             self.module.load_state_dict(source.state_dict())
             recalibrate_batchnorm(self.module, self.nz)
-            self.stale = False
+            self.stale, self.estimated = False, True
         return self.module
+
+    @property
+    def current(self) -> bool:
+        """Whether the last estimate belongs to the source's present weights."""
+        return self.estimated and not self.stale
+
+    def last_estimate(self) -> Optional[dict[str, torch.Tensor]]:
+        """The BatchNorm buffers of the newest estimate, without making a new one (it may be
+        for earlier weights: see `current`); None before the first."""
+        if self.module is None or not self.estimated:
+            return None
+        return batchnorm_state(self.module)
 
 
 def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -9,6 +9,11 @@ batches of the current epoch already trained, for a mid-epoch stop), `rng` (and 
 Checkpoints written before hooks existed keep those states at the top level; `load_checkpoint`
 moves them where the hooks look (`upgrade_legacy`).
 
+With `ema.recalibrate_bn`, `sampling_bn` holds the BatchNorm statistics re-estimated for the
+generator that samples and `sampling_bn_step` the step whose weights they were estimated for:
+the checkpoint's own step, except in a step checkpoint, which keeps the newest estimate rather
+than make one (`load_generator` re-estimates then).
+
 Beside them, `generator.safetensors` holds only the generator weights, with the architecture
 in the file's metadata: the file to share, loadable without pickle at all.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import mmap
 import os
 import pickle
 import re
@@ -29,7 +35,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from dcgan.errors import DCGANError
-from dcgan.files.atomic import link_atomic, write_atomic
+from dcgan.files.atomic import atomic_path, link_atomic, write_atomic
+from dcgan.nets.batchnorm import recalibrate_batchnorm
 from dcgan.nets.models import Architecture, Generator
 from dcgan.store.integrity import (
     DIGEST_KEY,
@@ -72,13 +79,17 @@ def serialize(payload: dict[str, Any]) -> bytes:
 
 
 def save_checkpoint(payload: dict[str, Any], paths: list[Path]) -> None:
-    """Seal (format and digest), serialise once, write the bytes atomically to the first path,
-    and give the others the same file: a hard link where the file system allows it (no second
-    copy on disk: last.pt and best.pt cost nothing beside epoch_NNN.pt), else a copy."""
-    data = serialize(seal(payload))
-    write_atomic(paths[0], data)
+    """Seal (format and digest), serialise once, straight into a temporary file that is then
+    fsynced and renamed onto the first path, and give the others the same file: a hard link
+    where the file system allows it (no second copy on disk: last.pt and best.pt cost nothing
+    beside epoch_NNN.pt), else a copy."""
+    sealed = seal(payload)
+    with atomic_path(paths[0]) as tmp, open(tmp, "wb") as handle:
+        torch.save(sealed, handle)  # through a Python file, a full disk is an OSError
     for path in paths[1:]:
-        link_atomic(paths[0], path, data)
+        with open(paths[0], "rb") as handle, \
+                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            link_atomic(paths[0], path, data)  # the bytes are read only if a copy is needed
 
 
 def prune_numbered(folder: Path, keep: int) -> None:
@@ -137,15 +148,20 @@ def load_generator(checkpoint: Path, device: torch.device, ema: bool = True,
     mode. A run trained with EMA gives its moving average (the generator its samples and
     evaluations were made with) unless ema=False. The generator that samples carries the
     BatchNorm statistics the run re-estimated for it (ema.recalibrate_bn), else its running
-    statistics. `state`: the checkpoint already loaded (and verified), not read again."""
+    statistics; a step checkpoint, which holds no estimate for its own weights, has them
+    re-estimated here, as the run would have. `state`: the checkpoint already loaded (and
+    verified), not read again."""
+    estimate_here = False
     if checkpoint.suffix == ".safetensors":
         weights, arch = load_generator_file(checkpoint)
     else:
         state = state if state is not None else load_checkpoint(checkpoint)
         sampling = ema or "generator_ema" not in state  # the weights the run sampled with
         weights = state.get("generator_ema", state["generator"]) if ema else state["generator"]
-        if sampling and "sampling_bn" in state:
-            weights = {**weights, **state["sampling_bn"]}
+        statistics = sampling_statistics(state) if sampling else None
+        if statistics is not None:
+            weights = {**weights, **statistics}
+        estimate_here = sampling and statistics is None and recalibrates(state)
         arch = state["arch"]
     try:
         generator = Generator(Architecture(**arch))
@@ -154,7 +170,27 @@ def load_generator(checkpoint: Path, device: torch.device, ema: bool = True,
         first_line = str(error).strip().splitlines()[0]
         raise DCGANError(f"{checkpoint}: the generator weights do not match the architecture "
                          f"recorded in it ({first_line})") from error
-    return generator.to(device).eval()
+    generator = generator.to(device).eval()
+    if estimate_here:
+        log.info("%s holds no BatchNorm statistics for its weights (a step checkpoint): "
+                 "re-estimating them", checkpoint)
+        recalibrate_batchnorm(generator, generator.arch.nz)
+    return generator
+
+
+def sampling_statistics(state: dict[str, Any]) -> Optional[dict[str, torch.Tensor]]:
+    """The re-estimated BatchNorm statistics of a checkpoint if they belong to its weights:
+    a step checkpoint keeps the newest estimate, made for an earlier step
+    (`sampling_bn_step`); checkpoints from before step checkpoints skipped it have no step."""
+    statistics = state.get("sampling_bn")
+    estimated_at = state.get("sampling_bn_step", state["step"])
+    return statistics if statistics is not None and estimated_at == state["step"] else None
+
+
+def recalibrates(state: dict[str, Any]) -> bool:
+    """Whether the run re-estimated its sampling generator's statistics (ema.recalibrate_bn)."""
+    ema = (state.get("config") or {}).get("ema") or {}
+    return bool(ema.get("recalibrate_bn", False))
 
 
 def resolve_checkpoint(path: str | os.PathLike, allow_generator: bool = False) -> Path:

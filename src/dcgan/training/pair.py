@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dcgan.errors import DCGANError
 from dcgan.nets.augment import mirror
-from dcgan.nets.batchnorm import RecalibratedCopy, batchnorm_state
+from dcgan.nets.batchnorm import RecalibratedCopy
 from dcgan.nets.ema import EMA
 from dcgan.nets.losses import (
     discriminator_loss,
@@ -220,9 +220,10 @@ class GANPair:
             "arch": self.settings.arch.as_dict(),
             **({"generator_ema": self.ema.state_dict()} if self.ema else {}),
             **self.regularisers.state_dict(),
-            # the sampling generator's re-estimated statistics (dcgan-sample and -eval use them)
-            **({"sampling_bn": batchnorm_state(self.sampling_generator)}
-               if self.settings.recalibrate_bn else {}),
+            # the newest re-estimate of the sampling generator's BatchNorm statistics, as it is:
+            # estimating is for the checkpoint hook to ask (epoch ends, not every step save)
+            **({"sampling_bn": estimate} if self.settings.recalibrate_bn
+               and (estimate := self.recalibrated.last_estimate()) is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
