@@ -48,7 +48,7 @@ def test_wheel_install_finds_its_configs_and_data(tmp_path):
 
     # the offline default ships inside the wheel, with its licence notice
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"dcgan/bundled/t10k-images-idx3-ubyte.gz", "dcgan/bundled/NOTICE.md"} <= set(names)
+    assert {"dcgan/data/bundled/t10k-images-idx3-ubyte.gz", "dcgan/data/bundled/NOTICE.md"} <= set(names)
     trained = subprocess.run([str(env_dir / "bin" / "dcgan-train"), "model.ngf=8", "model.ndf=8",
                               "batch_size=16", "dataset.limit=32", "epochs=1", "eval.every=0",
                               "hydra.run.dir=run"], cwd=elsewhere, capture_output=True, text=True)
