@@ -17,7 +17,6 @@ images (dcgan.data.labels). Batching lives in dcgan.data.loader.
 
 from __future__ import annotations
 
-import gzip
 import importlib.resources
 import logging
 import struct
@@ -43,6 +42,7 @@ from dcgan.data.labels import (
     celeba_attributes,
     class_labels,
     folder_classes,
+    read_idx_bytes,
     read_idx_labels,
     require_same_count,
 )
@@ -126,12 +126,7 @@ def load_digits_images(image_size: int) -> torch.Tensor:
 
 def read_idx_images(path: Path) -> torch.Tensor:
     """Read an IDX3 image file (gzipped or not) as uint8 N x 28 x 28."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, EOFError) as error:
-        raise DCGANError(f"cannot read MNIST file {path}: {error}") from error
+    data = read_idx_bytes(path, "MNIST file")
     if len(data) < 16:
         raise DCGANError(f"{path} is not an IDX image file (only {len(data)} bytes)")
     magic, count, rows, cols = struct.unpack(">IIII", data[:16])

@@ -105,14 +105,19 @@ def require_same_count(n_labels: int, n_images: int, source: str) -> None:
 # MNIST: IDX1 label files
 
 
-def read_idx_labels(path: Path) -> torch.Tensor:
-    """Read an IDX1 label file (gzipped or not) as a LongTensor [N]."""
+def read_idx_bytes(path: Path, what: str) -> bytes:
+    """The bytes of an IDX file, gzipped (.gz) or not; `what` names it in the error."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except (OSError, EOFError) as error:
-        raise DCGANError(f"cannot read MNIST label file {path}: {error}") from error
+        raise DCGANError(f"cannot read {what} {path}: {error}") from error
+
+
+def read_idx_labels(path: Path) -> torch.Tensor:
+    """Read an IDX1 label file (gzipped or not) as a LongTensor [N]."""
+    data = read_idx_bytes(path, "MNIST label file")
     if len(data) < 8:
         raise DCGANError(f"{path} is not an IDX label file (only {len(data)} bytes)")
     magic, count = struct.unpack(">II", data[:8])
