@@ -11,9 +11,10 @@ if [ -z "${STUDY_DIR:-}" ] || [ -z "${DCGAN_SHARED_DATA:-}" ]; then
 fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$STUDY_DIR"
-lane() { for name in "$@"; do "$HERE/run.sh" "$name" >> "$STUDY_DIR/$name.log" 2>&1; done; }
+# at the lowest CPU priority, so the machine stays usable for other work meanwhile
+lane() { for name in "$@"; do nice -n 19 "$HERE/run.sh" "$name" >> "$STUDY_DIR/$name.log" 2>&1; done; }
 # celeba_stable itself is re-run on the machine that runs the rest: a run on another machine
 # follows another trajectory, as another seed would
-lane lecam r1 stable lecam_seed2 r1_seed2 &
-lane bcr lrtail stable_seed2 bcr_seed2 lrtail_seed2 &
+lane stable lecam lrtail lecam_seed2 r1_seed2 &
+lane r1 bcr stable_seed2 bcr_seed2 lrtail_seed2 &
 wait
