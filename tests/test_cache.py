@@ -40,7 +40,7 @@ def test_cache_yields_exactly_the_decoded_tensors(make_config, tmp_path, name, c
     loader, sampler = build_loader(cached, batch_size=4, seed=0, num_workers=0)
     sampler.set_epoch(0)
     order = list(sampler)
-    for number, (batch, bad) in enumerate(loader):
+    for number, (batch, _, bad) in enumerate(loader):
         expected = torch.stack([decoded[i] for i in order[4 * number:4 * number + 4]])
         assert torch.equal(batch, expected) and bad == []
 

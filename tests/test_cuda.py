@@ -136,7 +136,7 @@ def test_decoded_data_lives_on_the_gpu_and_trains_like_the_loader(make_config, t
     assert isinstance(fed.loader, DeviceFeed) and fed.loader.images.is_cuda
     fed.sampler.set_epoch(0)
     loaded.sampler.set_epoch(0)
-    for (a, _), (b, _) in zip(fed.loader, loaded.loader):
+    for (a, _, _), (b, _, _) in zip(fed.loader, loaded.loader):
         assert a.is_cuda and torch.equal(a, b.cuda())
     assert fed.fit().finished and loaded.fit().finished
     for name, tensor in loaded.gan.generator.state_dict().items():

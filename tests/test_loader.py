@@ -35,14 +35,14 @@ def test_shuffle_depends_only_on_seed_and_epoch():
 def test_loader_batches_full_and_refuses_tiny_data(make_config):
     dataset = dataset_for(make_config, "dataset=fake", "dataset.size=40")
     loader, _ = build_loader(dataset, batch_size=16, seed=0, num_workers=0)
-    batches = [images for images, _ in loader]
+    batches = [images for images, _, _ in loader]
     assert len(batches) == 2 and all(b.shape == (16, 3, 64, 64) for b in batches)
     # in-memory images come a batch at a time (__getitems__): the same as image by image
     digits = dataset_for(make_config, "dataset.limit=64")
     loader, sampler = build_loader(digits, batch_size=16, seed=0, num_workers=0)
     sampler.set_epoch(0)
     order = list(sampler)
-    first, _ = next(iter(loader))
+    first, _, _ = next(iter(loader))
     assert torch.equal(first, torch.stack([digits[i] for i in order[:16]]))
     # fetched in the training process on the CPU, by a worker ahead of a GPU
     assert default_workers(digits) == 0 and default_workers(digits, feeds_gpu=True) >= 1
@@ -63,7 +63,7 @@ def test_batches_per_epoch_is_what_the_loader_gives(make_config):
 # -- the device feed (data_on_device) -------------------------------------------------------------
 
 def loader_batches(loader) -> list[torch.Tensor]:
-    return [images for images, _ in loader]
+    return [images for images, _, _ in loader]
 
 
 @pytest.mark.parametrize("replicas", [1, 2])

@@ -26,9 +26,15 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dcgan.data.datasets import DATASETS
+from dcgan.data.datasets import DATASETS, label_request
 from dcgan.errors import DCGANError
 from dcgan.nets.augment import AUGMENT_POLICIES, AdaSettings, NoiseSchedule
+from dcgan.nets.conditioning import (
+    CONDITION_KINDS,
+    CONDITION_STYLES,
+    FAKE_LABEL_DRAWS,
+    LabelSpace,
+)
 from dcgan.nets.models import Architecture
 from dcgan.nets.regularisers import BCRSettings, LeCamSettings, R1Settings, RegSettings
 from dcgan.training.collapse import CollapseSettings
@@ -112,6 +118,14 @@ class DatasetConfig:
     cache: bool = False  # image files (folder/celeba/cifar10): decode once into a uint8 array file
     cache_dir: str = "data/cache"  # where decoded-image caches live
     mirror: bool = False  # flip each real image left-right with probability 1/2
+    attributes: Optional[List[str]] = None  # celeba, condition=attributes: these; null = all 40
+
+
+@dataclass
+class ConditionConfig:
+    kind: str = "none"  # none | class | attributes: what G and D are conditioned on
+    style: str = "projection"  # projection (cBN in G, projection in D) | concat (y joined)
+    sample: str = "uniform"  # classes asked of G while training: uniform | data (data's shares)
 
 
 @dataclass
@@ -222,6 +236,7 @@ class NonFiniteConfig:
 class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
     epochs: int = 5
     batch_size: int = 128
     lr: float = 2e-4
@@ -236,6 +251,7 @@ class TrainConfig:
     resume: Optional[str] = None  # a checkpoint file, a run directory, or "auto"
     init_from: Optional[str] = None  # a new run starting from this checkpoint's weights
     init_from_optim: bool = False  # init_from: also Adam's moments
+    init_from_unconditional: bool = False  # init_from: a conditional run from an unconditional one
     freeze_d: int = 0  # D's first N convolution blocks stay fixed (Mo et al., 2020)
     ckpt_every_steps: int = 0  # extra step checkpoints every N steps; 0 = only per epoch
     keep_last: int = 3  # numbered checkpoints of each kind to keep; 0 = keep all
@@ -301,6 +317,7 @@ def validate(cfg: DictConfig) -> None:
         value = cfg.model[name]
         _require(value >= 1, f"model.{name} must be at least 1, got {value}")
     _validate_dataset(cfg.dataset)
+    _validate_condition(cfg.condition, cfg.dataset)
     _validate_stabilisers(cfg)
     _validate_eval(cfg.eval)
     _validate_collapse(cfg.collapse)
@@ -329,7 +346,7 @@ def _validate_stabilisers(cfg: DictConfig) -> None:
     _validate_reg(cfg.reg, loss)
     _require(0 < cfg.lr_tail_fraction <= 1,
              f"lr_tail_fraction must be in (0, 1], got {cfg.lr_tail_fraction}")
-    blocks = architecture(cfg).middle_blocks + 1  # D's convolutions but the last one
+    blocks = Architecture(image_size=cfg.dataset.image_size).middle_blocks + 1  # D's convs but the last
     _require(0 <= cfg.freeze_d <= blocks, f"freeze_d must be 0..{blocks} at "
              f"{cfg.dataset.image_size}x{cfg.dataset.image_size} (the last convolution always "
              f"trains), got {cfg.freeze_d}")
@@ -460,6 +477,18 @@ def _validate_dataset(ds: DictConfig) -> None:
     _require(not kind.needs_root or bool(ds.root), f"dataset.root must be set for {ds.name}")
 
 
+def _validate_condition(co: DictConfig, ds: DictConfig) -> None:
+    for name, options in (("kind", CONDITION_KINDS), ("style", CONDITION_STYLES),
+                          ("sample", FAKE_LABEL_DRAWS)):
+        _require(co[name] in options, f"condition.{name}={co[name]} is not an option; choose "
+                 f"one of {', '.join(options)}")
+    attributes = list(ds.attributes) if ds.attributes is not None else None
+    if attributes is not None and co.kind != "attributes":
+        raise DCGANError("dataset.attributes picks the attributes of condition=attributes; add "
+                         "condition=attributes or drop dataset.attributes")
+    label_request(ds.name, DATASETS[ds.name], co.kind, attributes)  # labels the data has
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise DCGANError(message)
@@ -490,7 +519,8 @@ def expand_shorthands(overrides: list[str]) -> list[str]:
 
 
 # Overrides that change the shapes of the networks cannot be applied to a checkpoint.
-ARCHITECTURE_KEYS = ("dataset.channels", "dataset.image_size")
+ARCHITECTURE_KEYS = ("dataset.channels", "dataset.image_size", "dataset.attributes",
+                     "condition.kind", "condition.style")
 RESUMABLE_MODEL_KEYS = ("model.sync_bn",)  # change how BatchNorm syncs, not the weights
 
 
@@ -505,6 +535,13 @@ def apply_resume_overrides(saved: dict[str, Any], composed: DictConfig,
     for override in task_overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key == "resume" or key.startswith("hydra."):
+            continue
+        if key == "condition":  # the group: condition=class
+            if value != cfg.condition.kind:
+                raise DCGANError(f"cannot resume with condition={value}: the checkpoint was "
+                                 f"trained with condition={cfg.condition.kind}; start a new run "
+                                 "(init_from=... with init_from_unconditional=true starts a "
+                                 "conditional run from an unconditional one)")
             continue
         if key in ("dataset", "model"):
             if value != cfg[key].name:
@@ -676,11 +713,13 @@ class RunSettings:
     lr_tail: Optional[LRTailSettings] = None  # lr_schedule=linear_tail; None: constant
 
 
-def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
-    """The settings of a run whose epochs hold `steps_per_epoch` steps (per rank)."""
+def resolve(cfg: DictConfig, steps_per_epoch: int,
+            labels: Optional[LabelSpace] = None) -> RunSettings:
+    """The settings of a run whose epochs hold `steps_per_epoch` steps (per rank), and whose
+    data has the label space `labels` (a conditional run; None: unconditional)."""
     ev = cfg.eval
     return RunSettings(
-        gan=gan_settings(cfg, steps_per_epoch),
+        gan=gan_settings(cfg, steps_per_epoch, labels),
         loop=LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, log_every=cfg.log_every,
                           seed=cfg.seed, num_workers=cfg.num_workers,
                           data_on_device=cfg.data_on_device,
@@ -704,17 +743,23 @@ def resolve(cfg: DictConfig, steps_per_epoch: int) -> RunSettings:
     )
 
 
-def architecture(cfg: DictConfig) -> Architecture:
-    m = cfg.model
+def architecture(cfg: DictConfig, labels: Optional[LabelSpace] = None) -> Architecture:
+    """The networks' shapes; a conditional config needs the data's `labels` (their count)."""
+    m, kind = cfg.model, cfg.condition.kind
+    if kind != "none" and (labels is None or labels.kind != kind):
+        raise DCGANError(f"condition={kind} needs the data set's {kind} labels")
     return Architecture.derive(nz=m.nz, ngf=m.ngf, ndf=m.ndf, channels=cfg.dataset.channels,
                                image_size=cfg.dataset.image_size, loss=_name(cfg.loss),
-                               d_batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
+                               d_batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm,
+                               condition=kind, label_size=labels.size if labels else 0,
+                               condition_style=cfg.condition.style)
 
 
-def gan_settings(cfg: DictConfig, steps_per_epoch: int) -> GANSettings:
+def gan_settings(cfg: DictConfig, steps_per_epoch: int,
+                 labels: Optional[LabelSpace] = None) -> GANSettings:
     noise = cfg.instance_noise
     return GANSettings(
-        arch=architecture(cfg), loss=_name(cfg.loss),
+        arch=architecture(cfg, labels), loss=_name(cfg.loss),
         lr_g=float(cfg.lr_g if cfg.lr_g is not None else cfg.lr),
         lr_d=float(cfg.lr_d if cfg.lr_d is not None else cfg.lr),
         betas=(cfg.beta1, cfg.beta2), adam=_name(cfg.adam), precision=_name(cfg.precision),

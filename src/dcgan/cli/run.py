@@ -20,8 +20,10 @@ from torch.utils.data import Dataset
 
 from dcgan.config import apply_resume_overrides, resolve, to_plain_dict, validate
 from dcgan.data.datasets import build_dataset
+from dcgan.data.labels import labels_of
 from dcgan.data.loader import batches_per_epoch
 from dcgan.errors import DCGANError
+from dcgan.nets.conditioning import FakeLabels, LabelSpace, fake_labels_from_data
 from dcgan.quality.evaluator import feature_cache_path
 from dcgan.quality.metrics import inception_weights_path
 from dcgan.reporting.loggers import Loggers
@@ -67,10 +69,13 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torc
                   layout: Distributed = SINGLE) -> Trainer:
     """The loop, the GAN pair and every hook for a validated config (no loggers yet: attach
     them once a resumed state is loaded). Draws the initial weights and the fixed noise from
-    torch's global RNG, in that order."""
-    settings = resolve(cfg, batches_per_epoch(len(dataset), cfg.batch_size, layout.world_size))
-    gan = GANPair(settings.gan, device, layout)
-    samples = SampleGrids(run_dir, settings.gan.arch.nz, device, layout)
+    torch's global RNG, in that order. A conditional config needs `dataset` built with its
+    labels (`dataset_for`)."""
+    fake_labels = labels_for_fakes(cfg, dataset, device)
+    settings = resolve(cfg, batches_per_epoch(len(dataset), cfg.batch_size, layout.world_size),
+                       fake_labels.space if fake_labels else None)
+    gan = GANPair(settings.gan, device, layout, fake_labels)
+    samples = SampleGrids(run_dir, settings.gan.arch.nz, device, layout, gan.fake_labels)
     feature_cache = feature_cache_path(run_dir, cfg.dataset, cfg.eval)
     hooks = [BadFiles(settings.on_bad_image), ReplicaCheck(settings.ddp_check_every, layout),
              samples, Evaluation(settings.evaluation, dataset, device, layout, feature_cache),
@@ -80,6 +85,23 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torc
         hooks.append(LearningRateTail(settings.lr_tail))
     checkpoints = Checkpoints(run_dir, settings.checkpoints, to_plain_dict(cfg), layout)
     return Trainer(settings.loop, gan, dataset, checkpoints, hooks, layout=layout)
+
+
+def dataset_for(cfg: DictConfig) -> Dataset:
+    """The data set of a run, with the labels its condition asks for."""
+    attributes = list(cfg.dataset.attributes) if cfg.dataset.attributes is not None else None
+    return build_dataset(cfg.dataset, labels=cfg.condition.kind, attributes=attributes)
+
+
+def labels_for_fakes(cfg: DictConfig, dataset: Dataset, device: torch.device
+                     ) -> Optional[FakeLabels]:
+    """What a conditional run asks G for: the data's label space, and the class counts or
+    attribute rows its fakes draw from; None for an unconditional run."""
+    if cfg.condition.kind == "none":
+        return None
+    labels = labels_of(dataset)
+    space = LabelSpace(labels.kind, labels.names)
+    return fake_labels_from_data(space, labels.values, cfg.condition.sample, device, cfg.seed)
 
 
 def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
@@ -108,7 +130,7 @@ def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     if cfg.eval.fid and cfg.eval.every:
         inception_weights_path(cfg.eval.inception_weights)  # before training, not after epoch 1
     seed_everything(cfg.seed + layout.rank)  # each rank its own noise; DDP syncs the weights
-    dataset = build_dataset(cfg.dataset)
+    dataset = dataset_for(cfg)
     trainer = build_trainer(cfg, dataset, run_dir, device, layout)
     if resumed is not None:
         try:
@@ -117,7 +139,8 @@ def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
             raise DCGANError(f"cannot resume from {resumed[0]}: {error}") from error
     elif cfg.init_from:  # (a fine-tuning run that was resumed goes on from its own state)
         source = resolve_checkpoint(cfg.init_from)
-        initialise_from(trainer.gan, load_checkpoint(source), str(source), cfg.init_from_optim)
+        initialise_from(trainer.gan, load_checkpoint(source), str(source), cfg.init_from_optim,
+                        cfg.init_from_unconditional)
         log.info("starting from the weights of %s%s", source,
                  " and its optimiser moments" if cfg.init_from_optim else "")
     if layout.is_main:

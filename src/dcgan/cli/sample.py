@@ -4,6 +4,13 @@
     dcgan-sample --ckpt RUN --seeds 0-35,40,42 --truncation 0.7   # one image per seed
     dcgan-sample --ckpt RUN --interpolate 8 --out walk.png        # two latents, a strip + GIF
     dcgan-sample --ckpt RUN --keyframes 6 --interpolate 12 --grid 3   # looping walks, GIF (+MP4)
+
+A conditional model (condition=class or attributes) is asked for labels:
+    dcgan-sample --ckpt RUN --class 7 --n 16          # by name or id
+    dcgan-sample --ckpt RUN --per-class 8             # a grid, one row per class
+    dcgan-sample --ckpt RUN --attrs Smiling,-Eyeglasses   # set / unset; the rest from real rows
+Without these, each image's label is drawn as training drew them (from --seed); an
+interpolation, a walk or --seeds keeps one label for all of its images.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from dcgan.nets.conditioning import FakeLabels
     from dcgan.nets.models import Generator
 
 # torch, the networks and the image writers are imported where they are used, so that --help
@@ -31,46 +39,85 @@ WALK_FRAME_MS = 80  # a walk's frames: 12.5 a second
 
 
 def render(generator: Generator, noise: torch.Tensor, device: torch.device,
-           batch_size: int = 256) -> torch.Tensor:
-    """G(noise) in [-1, 1] on the CPU, in batches."""
+           labels: Optional[torch.Tensor] = None, batch_size: int = 256) -> torch.Tensor:
+    """G(noise [, labels]) in [-1, 1] on the CPU, in batches; `labels`: one label vector per
+    image, or one for all of them (a conditional generator)."""
     import torch
 
+    if labels is not None and len(labels) == 1:
+        labels = labels.expand(len(noise), -1)
     with torch.no_grad():
-        parts = [generator(noise[i : i + batch_size].to(device)).cpu()
-                 for i in range(0, len(noise), batch_size)]
+        parts = []
+        for i in range(0, len(noise), batch_size):
+            z = noise[i : i + batch_size].to(device)
+            parts.append((generator(z) if labels is None
+                          else generator(z, labels[i : i + batch_size].to(device))).cpu())
     return torch.cat(parts)
 
 
 def generate(generator: Generator, n: int, seed: int, device: torch.device,
-             psi: float = 1.0) -> torch.Tensor:
+             psi: float = 1.0, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """n images in [-1, 1]; the noise comes from its own CPU generator, so a seed fixes them."""
     from dcgan.nets.latents import batch_latents
 
-    return render(generator, batch_latents(n, generator.arch.nz, seed, psi), device)
+    return render(generator, batch_latents(n, generator.arch.nz, seed, psi), device, labels)
 
 
 def generate_seeds(generator: Generator, seeds: list[int], device: torch.device,
-                   psi: float = 1.0) -> torch.Tensor:
+                   psi: float = 1.0, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One image per seed, each drawn and rendered alone: seed s gives the same image
     whatever else is asked for."""
     import torch
 
     from dcgan.nets.latents import seed_latent
 
-    return torch.cat([render(generator, seed_latent(seed, generator.arch.nz, psi)[None], device)
-                      for seed in seeds])
+    return torch.cat([render(generator, seed_latent(seed, generator.arch.nz, psi)[None], device,
+                             labels) for seed in seeds])
 
 
 def interpolate(generator: Generator, frames: int, seed: int, device: torch.device,
-                psi: float = 1.0) -> torch.Tensor:
+                psi: float = 1.0, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """frames images in [-1, 1] along the slerp path between two latents drawn from seed."""
     from dcgan.nets.latents import interpolation_noise
 
-    return render(generator, interpolation_noise(generator.arch.nz, frames, seed, psi), device)
+    return render(generator, interpolation_noise(generator.arch.nz, frames, seed, psi), device,
+                  labels)
 
 
-def walk_frames(generator: Generator, args: argparse.Namespace, device: torch.device
-                ) -> list[Image.Image]:
+def requested_labels(prior: Optional[FakeLabels], n: int, args: argparse.Namespace,
+                     one_for_all: bool = False) -> Optional[torch.Tensor]:
+    """The label vectors of n images [n, K] (or [1, K], `one_for_all`) as --class, --per-class
+    or --attrs ask, else drawn as training drew them, from --seed; None when unconditional."""
+    import torch
+
+    from dcgan.nets.conditioning import parse_attribute_settings
+
+    asked = [flag for flag, value in (("--class", args.class_name), ("--per-class",
+             args.per_class), ("--attrs", args.attrs)) if value is not None]
+    if prior is None:
+        if asked:
+            raise DCGANError(f"{asked[0]} is for a conditional model (trained with condition="
+                             "class or attributes); this one is unconditional")
+        return None
+    space, rng = prior.space, torch.Generator().manual_seed(args.seed)
+    count = 1 if one_for_all else n
+    if args.per_class is not None:
+        if space.kind != "class":
+            raise DCGANError("--per-class is for a model conditioned on classes; this one is "
+                             "conditioned on attributes: use --attrs")
+        return space.vectors(prior.every_class(args.per_class).cpu())
+    if args.class_name is not None:
+        wanted = space.class_id(args.class_name)
+        return space.vectors(torch.full((count,), wanted, dtype=torch.long))
+    values = prior.draw(count, generator=rng).cpu()
+    if args.attrs is not None:
+        for column, value in parse_attribute_settings(space, args.attrs).items():
+            values[:, column] = value
+    return space.vectors(values)
+
+
+def walk_frames(generator: Generator, args: argparse.Namespace, device: torch.device,
+                labels: Optional[torch.Tensor] = None) -> list[Image.Image]:
     """--keyframes M --interpolate K [--grid R]: R x R independent looping walks, walk w
     through the keyframes of seeds seed + w*M ... seed + w*M + M-1; one grid per frame."""
     import torch
@@ -81,7 +128,7 @@ def walk_frames(generator: Generator, args: argparse.Namespace, device: torch.de
     nz, keyframes, walks = generator.arch.nz, args.keyframes, args.grid * args.grid
     paths = [keyframe_walk([seed_latent(args.seed + w * keyframes + i, nz, args.truncation)
                             for i in range(keyframes)], args.interpolate) for w in range(walks)]
-    images = render(generator, torch.cat(paths), device)  # walk-major
+    images = render(generator, torch.cat(paths), device, labels)  # walk-major
     frames = images.view(walks, keyframes * args.interpolate, *images.shape[1:])
     return [to_pil(image_grid(frames[:, t], nrow=args.grid)) for t in range(frames.shape[1])]
 
@@ -125,7 +172,30 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="also write each image as DIR/sample_00000.png, ...")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    return parser.parse_args(argv)
+    add_label_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.class_name is not None and args.per_class is not None:
+        parser.error("--class and --per-class: choose one")
+    return args
+
+
+def add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a conditional model's samples are asked for."""
+    parser.add_argument("--class", dest="class_name", default=None, metavar="C",
+                        help="a conditional model: images of class C (a name such as cat, or "
+                        "an id)")
+    parser.add_argument("--per-class", type=_positive, default=None, metavar="N",
+                        help="a conditional model: N images of every class, one row each")
+    parser.add_argument("--attrs", type=_attributes, default=None, metavar="LIST",
+                        help="a model conditioned on attributes: e.g. Smiling,-Eyeglasses sets "
+                        "Smiling and unsets Eyeglasses; the others come from real faces")
+
+
+def _attributes(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one attribute, e.g. Smiling,-Eyeglasses")
+    return names
 
 
 def _seeds(text: str) -> list[int]:
@@ -166,8 +236,12 @@ def _default_out(checkpoint: Path, args: argparse.Namespace) -> Path:
         name = f"seeds_{args.seeds[0]}-{args.seeds[-1]}_n{len(args.seeds)}{psi}.png"
     elif args.interpolate:
         name = f"interp_seed{args.seed}_k{args.interpolate}{psi}.png"
+    elif args.per_class:
+        name = f"per_class_seed{args.seed}_n{args.per_class}{psi}.png"
     else:
         name = f"sample_seed{args.seed}_n{args.n}{psi}.png"
+    if args.class_name is not None:
+        name = f"class_{args.class_name}_{name}"
     return run_dir_of(checkpoint) / "samples" / name
 
 
@@ -182,6 +256,9 @@ def check_args(args: argparse.Namespace, out: Path) -> None:
         raise DCGANError("--grid R lays out R x R walks: use it with --keyframes M")
     if args.seeds and (args.keyframes or args.interpolate):
         raise DCGANError("--seeds draws one image per seed; use --seed with --interpolate")
+    if args.per_class and (args.seeds or args.interpolate or args.keyframes):
+        raise DCGANError("--per-class makes a grid of every class; use --class C with --seeds, "
+                         "--interpolate or --keyframes")
     if args.keyframes and out.suffix.lower() not in (".gif", ".mp4"):
         raise DCGANError(f"--out {out}: a walk is an animation; give a .gif or .mp4 path")
     if args.keyframes and out.suffix.lower() == ".mp4" and not video_available():
@@ -195,28 +272,40 @@ def sample(args: argparse.Namespace) -> list[Path]:
     """Write what was asked for; returns the paths written, the grid, strip or walk first."""
     from dcgan.files.images import save_gif
     from dcgan.runtime.process import resolve_device
-    from dcgan.store.checkpoints import load_generator, resolve_checkpoint, run_dir_of
+    from dcgan.store.checkpoints import (
+        load_generator,
+        load_labels,
+        resolve_checkpoint,
+        run_dir_of,
+    )
 
     checkpoint = resolve_checkpoint(args.ckpt, allow_generator=True)
     out = args.out or _default_out(checkpoint, args)
     check_args(args, out)
     device = resolve_device(args.device)
     generator = load_generator(checkpoint, device, ema=args.generator == "ema")
+    prior = load_labels(checkpoint, device) if generator.arch.conditional else None
+    one_label = bool(args.keyframes or args.seeds or args.interpolate)
+    labels = requested_labels(prior, args.n, args, one_for_all=one_label)
     try:
         if args.keyframes:
-            return write_walk(walk_frames(generator, args, device), out)
+            return write_walk(walk_frames(generator, args, device, labels), out)
         if args.seeds:
-            images = generate_seeds(generator, args.seeds, device, args.truncation)
+            images = generate_seeds(generator, args.seeds, device, args.truncation, labels)
             out_dir = args.out_dir or run_dir_of(checkpoint) / "samples" / "seeds"
             names = [f"seed{seed:04d}.png" for seed in args.seeds]
             return _write(images, args.nrow or math.ceil(math.sqrt(len(images))), out,
                           out_dir, names)
         if args.interpolate:
-            images = interpolate(generator, args.interpolate, args.seed, device, args.truncation)
+            images = interpolate(generator, args.interpolate, args.seed, device, args.truncation,
+                                 labels)
             written = _write(images, args.interpolate, out, args.out_dir)
             save_gif(images, out.with_suffix(".gif"))
             return [written[0], out.with_suffix(".gif"), *written[1:]]
-        images = generate(generator, args.n, args.seed, device, args.truncation)
+        if args.per_class:
+            images = generate(generator, len(labels), args.seed, device, args.truncation, labels)
+            return _write(images, args.nrow or args.per_class, out, args.out_dir)
+        images = generate(generator, args.n, args.seed, device, args.truncation, labels)
         return _write(images, args.nrow or math.ceil(math.sqrt(args.n)), out, args.out_dir)
     except OSError as error:
         raise DCGANError(f"cannot write samples: {error}") from error

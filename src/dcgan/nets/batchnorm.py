@@ -17,6 +17,9 @@ from torch import nn
 
 from dcgan.nets.models import in_mode
 
+# n label vectors [n, K] for a conditional G, drawn with the given private CPU generator
+LabelDraw = Callable[[int, torch.Generator], torch.Tensor]
+
 BN_BATCHES = 20  # batches of noise per re-estimation
 BN_BATCH_SIZE = 128  # the paper's batch
 BN_SEED = 0  # the noise is the same every time: the statistics depend on the weights alone
@@ -29,8 +32,9 @@ class RecalibratedCopy:
     Nothing of it flows back into training: it loads a copy of the source's weights and draws
     its noise from a private RNG."""
 
-    def __init__(self, build: Callable[[], nn.Module], nz: int):
-        self.build, self.nz = build, nz
+    def __init__(self, build: Callable[[], nn.Module], nz: int,
+                 labels: Optional["LabelDraw"] = None):
+        self.build, self.nz, self.labels = build, nz, labels
         self.module: Optional[nn.Module] = None
         self.stale = True
         self.estimated = False  # whether `module` holds an estimate (for these or earlier weights)
@@ -41,7 +45,7 @@ class RecalibratedCopy:
                 self.module = self.build().eval().requires_grad_(False)
         if self.stale:
             self.module.load_state_dict(source.state_dict())
-            recalibrate_batchnorm(self.module, self.nz)
+            recalibrate_batchnorm(self.module, self.nz, labels=self.labels)
             self.stale, self.estimated = False, True
         return self.module
 
@@ -64,10 +68,12 @@ def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
 
 @torch.no_grad()
 def recalibrate_batchnorm(generator: nn.Module, nz: int, batches: int = BN_BATCHES,
-                          batch_size: int = BN_BATCH_SIZE, seed: int = BN_SEED) -> None:
+                          batch_size: int = BN_BATCH_SIZE, seed: int = BN_SEED,
+                          labels: Optional["LabelDraw"] = None) -> None:
     """Replace the running mean and variance of every BatchNorm layer of `generator` by their
-    average over `batches` batches of its own samples. Draws from a private RNG (training's
-    random streams are untouched); leaves the network in the mode it was in."""
+    average over `batches` batches of its own samples (a conditional G: for labels drawn by
+    `labels`, as training draws them for fakes). Draws from a private RNG (training's random
+    streams are untouched); leaves the network in the mode it was in."""
     norms = batchnorm_layers(generator)
     if not norms:
         return
@@ -80,7 +86,11 @@ def recalibrate_batchnorm(generator: nn.Module, nz: int, batches: int = BN_BATCH
     try:
         with in_mode(generator, training=True):
             for _ in range(batches):
-                generator(torch.randn(batch_size, nz, 1, 1, generator=rng).to(device))
+                noise = torch.randn(batch_size, nz, 1, 1, generator=rng).to(device)
+                if labels is None:
+                    generator(noise)
+                else:
+                    generator(noise, labels(batch_size, rng))
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum

@@ -11,11 +11,10 @@ scalar, whatever the dtype of the logits (autocast may hand in bfloat16 or float
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dcgan.errors import DCGANError
 
@@ -113,7 +112,7 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor
     raise DCGANError(f"unknown loss {kind!r}; choose one of {', '.join(LOSS_KINDS)}")
 
 
-def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, *,
+def gradient_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *,
                      weight: float = 10.0,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """WGAN-GP's penalty, a float32 scalar: weight * mean((||grad_x D(x)||_2 - 1)^2) over

@@ -10,6 +10,13 @@ bias BatchNorm's shift used to provide (WGAN-GP penalises each image's gradient,
 BatchNorm would mix across the batch); `d_spectral_norm=True` divides every convolution's
 weight by its largest singular value (Miyato et al., 2018), estimated by one power iteration
 per forward pass in train mode.
+
+A conditional pair (Architecture.condition "class" or "attributes") reads a label vector y
+[N, K] beside its input (dcgan.nets.conditioning). By projection (the default style), G's
+BatchNorms become conditional (gain and bias from y) and D adds <embed(y), its pooled last
+features> to its logit (Miyato & Koyama, 2018), which fits every loss; by concat, y is joined
+to z and, as K constant planes, to D's input image. Unconditional networks are built exactly
+as without these switches (the same layers, parameter counts and state-dict keys).
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
+
+from dcgan.nets.conditioning import ConditionalBatchNorm2d
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,13 @@ class Architecture:
     image_size: int = 64
     d_batchnorm: bool = True  # False: D's middle blocks without BatchNorm (WGAN-GP)
     d_spectral_norm: bool = False  # spectral normalisation on every convolution of D
+    condition: str = "none"  # none | class | attributes
+    label_size: int = 0  # K, the length of the label vector (classes or attributes); 0: none
+    condition_style: str = "projection"  # projection (cBN in G, projection in D) | concat
+
+    @property
+    def conditional(self) -> bool:
+        return self.condition != "none"
 
     @property
     def middle_blocks(self) -> int:
@@ -43,32 +59,43 @@ class Architecture:
         return int(math.log2(self.image_size)) - 3
 
     def as_dict(self) -> dict[str, int | bool]:
-        """The fields as a plain dict (ints and bools), for checkpoints and file metadata."""
-        return asdict(self)
+        """The fields as a plain dict (ints, bools, strings), for checkpoints and file
+        metadata; an unconditional architecture leaves the conditioning fields out, so its
+        checkpoints read as they always did."""
+        fields = asdict(self)
+        if not self.conditional:
+            for name in ("condition", "label_size", "condition_style"):
+                del fields[name]
+        return fields
 
     def describe(self) -> str:
         """One line for error messages: the fields that differ between two runs."""
         extras = ("" if self.d_batchnorm else " no D BatchNorm") + (
             " D spectral norm" if self.d_spectral_norm else "")
+        if self.conditional:
+            extras += f" conditioned on {self.label_size} {self.condition} ({self.condition_style})"
         return (f"nz={self.nz} ngf={self.ngf} ndf={self.ndf} channels={self.channels} "
                 f"image_size={self.image_size}{extras}")
 
     @classmethod
     def derive(cls, *, nz: int, ngf: int, ndf: int, channels: int, image_size: int,
                loss: str = "bce", d_batchnorm: Optional[bool] = None,
-               spectral_norm: bool = False) -> "Architecture":
+               spectral_norm: bool = False, condition: str = "none", label_size: int = 0,
+               condition_style: str = "projection") -> "Architecture":
         """The architecture a run's settings imply: d_batchnorm=None means BatchNorm in D
         except for wgan_gp, whose penalty is per image (BatchNorm mixes images)."""
         if d_batchnorm is None:
             d_batchnorm = loss != "wgan_gp"
         return cls(nz=nz, ngf=ngf, ndf=ndf, channels=channels, image_size=image_size,
-                   d_batchnorm=d_batchnorm, d_spectral_norm=spectral_norm)
+                   d_batchnorm=d_batchnorm, d_spectral_norm=spectral_norm,
+                   condition=condition, label_size=label_size if condition != "none" else 0,
+                   condition_style=condition_style)
 
 
-def _up_block(c_in: int, c_out: int) -> list[nn.Module]:
+def _up_block(c_in: int, c_out: int, norm: Callable[[int], nn.Module]) -> list[nn.Module]:
     return [
         nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(c_out),
+        norm(c_out),
         nn.ReLU(inplace=True),
     ]
 
@@ -84,40 +111,57 @@ def _down_block(c_in: int, c_out: int, batchnorm: bool = True) -> list[nn.Module
 
 
 class Generator(nn.Module):
-    """z (N x nz x 1 x 1, or N x nz) -> images (N x channels x S x S) in [-1, 1]."""
+    """z (N x nz x 1 x 1, or N x nz) [, y (N x K)] -> images (N x channels x S x S) in [-1, 1]."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
         self.arch = arch
+        self.joins_labels = arch.conditional and arch.condition_style == "concat"
+        if arch.conditional and not self.joins_labels:
+            def norm(c: int) -> nn.Module:
+                return ConditionalBatchNorm2d(c, arch.label_size)
+        else:
+            norm = nn.BatchNorm2d
         top = arch.ngf * 2**arch.middle_blocks  # 8 * ngf at 64x64
+        z_in = arch.nz + (arch.label_size if self.joins_labels else 0)  # (nz [+ K]) x 1 x 1
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(arch.nz, top, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(top),
+            nn.ConvTranspose2d(z_in, top, 4, 1, 0, bias=False),
+            norm(top),
             nn.ReLU(inplace=True),
         ]  # (ngf*8) x 4 x 4
         width = top
         for _ in range(arch.middle_blocks):
-            layers += _up_block(width, width // 2)
+            layers += _up_block(width, width // 2, norm)
             width //= 2
         # (ngf*4) x 8 x 8  ->  (ngf*2) x 16 x 16  ->  ngf x 32 x 32
         layers += [nn.ConvTranspose2d(width, arch.channels, 4, 2, 1, bias=False), nn.Tanh()]
         # channels x 64 x 64
         self.main = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         if z.dim() == 2:
             z = z[:, :, None, None]
-        return self.main(z)
+        if not self.arch.conditional:
+            return self.main(z)
+        if self.joins_labels:
+            return self.main(torch.cat([z, y.to(z.dtype)[:, :, None, None]], 1))
+        x = z
+        for layer in self.main:  # the conditional BatchNorms read y
+            x = layer(x, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
 
 
 class Discriminator(nn.Module):
-    """Images (N x channels x S x S) -> one logit per image (N,). Probability = sigmoid(logit)."""
+    """Images (N x channels x S x S) [, y (N x K)] -> one logit per image (N,).
+    Probability = sigmoid(logit)."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
         self.arch = arch
+        self.joins_labels = arch.conditional and arch.condition_style == "concat"
+        c_in = arch.channels + (arch.label_size if self.joins_labels else 0)  # y as K planes
         layers: list[nn.Module] = [
-            nn.Conv2d(arch.channels, arch.ndf, 4, 2, 1, bias=False),
+            nn.Conv2d(c_in, arch.ndf, 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2, inplace=True),
         ]  # ndf x 32 x 32 (no BatchNorm on the input layer, as in the paper)
         width = arch.ndf
@@ -132,24 +176,34 @@ class Discriminator(nn.Module):
                 if isinstance(layer, nn.Conv2d):
                     spectral_norm(layer)  # weight -> parametrizations.weight.original
         self.main = nn.Sequential(*layers)
+        if arch.conditional and not self.joins_labels:  # the projection: y -> (ndf*8)
+            self.embed = nn.Linear(arch.label_size, width, bias=False)
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+            if arch.d_spectral_norm:
+                spectral_norm(self.embed)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.main(images).flatten()
+    def forward(self, images: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if not self.arch.conditional:
+            return self.main(images).flatten()
+        if self.joins_labels:
+            planes = y.to(images.dtype)[:, :, None, None].expand(-1, -1, *images.shape[2:])
+            return self.main(torch.cat([images, planes], 1)).flatten()
+        features = self.main[:-1](images)  # (ndf*8) x 4 x 4
+        pooled = features.sum((2, 3))  # (ndf*8), summed over positions as in the paper
+        projection = (self.embed(y.to(pooled.dtype)) * pooled).sum(1)
+        return self.main[-1](features).flatten() + projection
 
 
 def freeze_first_blocks(discriminator: Discriminator, blocks: int) -> list[nn.Parameter]:
     """Fix D's first `blocks` convolution blocks (each convolution and what follows it up to
     the next; Mo et al., 2020, "Freeze the Discriminator"); returns the parameters that still
     train."""
-    convolutions, trainable = 0, []
+    convolutions = 0
     for layer in discriminator.main:
         convolutions += isinstance(layer, nn.Conv2d)
-        for parameter in layer.parameters():
-            if convolutions <= blocks:
-                parameter.requires_grad_(False)
-            else:
-                trainable.append(parameter)
-    return trainable
+        if convolutions <= blocks:
+            layer.requires_grad_(False)
+    return [parameter for parameter in discriminator.parameters() if parameter.requires_grad]
 
 
 def architecture_difference(saved: Architecture, wanted: Architecture) -> str:
@@ -171,7 +225,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d) and module.affine:  # (cBN: its own init)
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dcgan.nets.augment import diff_augment
 
@@ -98,7 +97,7 @@ class LeCamAnchors:
         self.fake.copy_(state["fake"])
 
 
-def r1_penalty(discriminator: nn.Module, real: torch.Tensor, gamma: float) -> torch.Tensor:
+def r1_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, gamma: float) -> torch.Tensor:
     """gamma / 2 * mean over images of ||grad_x D(x)||^2, D in float32 (autocast off) and in
     its current mode. The graph is kept (create_graph=True), so backward() reaches D."""
     real = real.detach().float().requires_grad_(True)

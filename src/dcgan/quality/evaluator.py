@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from dcgan.errors import DCGANError
 from dcgan.files.atomic import atomic_path
 from dcgan.files.images import to_uint8
+from dcgan.nets.conditioning import LabelSpace
 from dcgan.nets.models import in_mode
 from dcgan.quality.metrics import (
     compute_metrics,
@@ -47,27 +48,39 @@ def feature_cache_path(run_dir: Path, dataset_cfg: Any, eval_cfg: Any) -> Path:
 def real_subset(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
     """n real images (fewer if the data set is smaller) from a seeded permutation; unreadable
     files are passed over."""
+    return real_subset_indexed(dataset, n, seed)[0]
+
+
+def real_subset_indexed(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, list[int]]:
+    """`real_subset`, and the indices of its images in the data set."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     images: list[torch.Tensor] = []
+    indices: list[int] = []
     for index in order.tolist():
         item = dataset[index]
         if isinstance(item, torch.Tensor):  # an unreadable file comes back as (None, path)
             images.append(item)
+            indices.append(index)
         if len(images) == n:
             break
     if len(images) < 2:
         raise DCGANError("fewer than two readable images to evaluate against")
-    return torch.stack(images)
+    return torch.stack(images), indices
 
 
 class Evaluator:
-    """Compares a generator's samples with the same real images every time it is called."""
+    """Compares a generator's samples with the same real images every time it is called.
+
+    A conditional generator is asked for the labels of the real subset (a data set built with
+    labels), so its samples are compared with real images of the same classes or attributes."""
 
     def __init__(self, dataset: Dataset, n_samples: int, nz: int, seed: int,
                  device: torch.device, fid: bool = False,
                  inception_weights: Optional[str] = None, feature_cache: Optional[Path] = None):
-        self.real = real_subset(dataset, n_samples, seed)
+        self.real, indices = real_subset_indexed(dataset, n_samples, seed)
         self.n = self.real.shape[0]  # as many generated as real images
+        labels = getattr(dataset, "labels", None)  # a data set built with labels
+        self.real_labels = labels.take(indices) if labels is not None else None
         self.noise = torch.randn(self.n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
         self.seed, self.device = seed, device
         self.fid, self.inception_weights = fid, inception_weights
@@ -136,12 +149,29 @@ class Evaluator:
         except DCGANError as error:  # a cache that cannot be written only costs time
             log.warning("could not cache the Inception features: %s", error)
 
+    def label_vectors(self, generator: nn.Module) -> Optional[torch.Tensor]:
+        """What a conditional generator is asked for: the real subset's labels as vectors."""
+        arch = getattr(generator, "arch", None)
+        if arch is None or not arch.conditional:
+            return None
+        if self.real_labels is None or self.real_labels.kind != arch.condition:
+            raise DCGANError(f"evaluating a generator conditioned on {arch.condition} needs "
+                             f"the data set's {arch.condition} labels")
+        space = LabelSpace(self.real_labels.kind, self.real_labels.names)
+        return space.vectors(self.real_labels.values)
+
     @torch.no_grad()
     def generate(self, generator: nn.Module) -> torch.Tensor:
-        """G(fixed noise) in eval mode (BatchNorm running statistics), on the CPU, float32."""
+        """G(fixed noise [, the real subset's labels]) in eval mode (BatchNorm running
+        statistics), on the CPU, float32."""
+        y = self.label_vectors(generator)
         with in_mode(generator, training=False):
-            parts = [generator(self.noise[i : i + GENERATE_BATCH].to(self.device)).float().cpu()
-                     for i in range(0, self.n, GENERATE_BATCH)]
+            parts = []
+            for i in range(0, self.n, GENERATE_BATCH):
+                noise = self.noise[i : i + GENERATE_BATCH].to(self.device)
+                out = (generator(noise) if y is None
+                       else generator(noise, y[i : i + GENERATE_BATCH].to(self.device)))
+                parts.append(out.float().cpu())
         return torch.cat(parts)
 
 

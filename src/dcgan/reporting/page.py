@@ -24,6 +24,7 @@ import torch
 from dcgan.errors import DCGANError
 from dcgan.files.atomic import write_atomic
 from dcgan.files.images import image_grid, to_pil
+from dcgan.nets.conditioning import FakeLabels
 from dcgan.reporting.history import RunHistory, read_history
 from dcgan.reporting.plots import plot_curves
 from dcgan.reporting.sweeps import SUMMARY_FILE
@@ -32,6 +33,7 @@ from dcgan.store.checkpoints import (
     CHECKPOINT_DIR,
     load_checkpoint,
     load_generator,
+    load_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -188,11 +190,13 @@ def best_grid(run_dir: Path) -> Optional[Picture]:
     try:
         state = load_checkpoint(path)
         generator = load_generator(path, torch.device("cpu"), state=state)
-        noise = state.get("hooks", {}).get("samples", {}).get("fixed_noise")
+        fixed = state.get("hooks", {}).get("samples", {})
+        noise = fixed.get("fixed_noise")
         if noise is None:
             return None
         with torch.no_grad():
-            grid = image_grid(generator(noise.float()), nrow=4)
+            grid = image_grid(*fixed_grid_images(generator, noise.float(), fixed.get(
+                "fixed_labels"), load_labels(path, torch.device("cpu"), state)))
     except DCGANError as error:
         log.warning("report: no best grid (%s)", error)
         return None
@@ -200,6 +204,19 @@ def best_grid(run_dir: Path) -> Optional[Picture]:
     select = state.get("config", {}).get("eval", {}).get("select", "")
     scored = f", {select} {value:.4g}" if isinstance(value, float) else ""
     return Picture(f"best checkpoint: epoch {state['epoch']}{scored}", png_bytes(grid))
+
+
+def fixed_grid_images(generator: torch.nn.Module, noise: torch.Tensor,
+                      labels: Optional[torch.Tensor], prior: Optional[FakeLabels]
+                      ) -> tuple[torch.Tensor, int]:
+    """(the images of the run's fixed grid, images per row): G(noise), or for a conditional
+    generator G(noise, labels) with a row per class (as the sample hook lays it out)."""
+    if labels is None or prior is None:
+        return generator(noise), 4
+    images = generator(noise, prior.space.vectors(labels))
+    if prior.space.kind == "class":
+        return images, len(noise) // int(labels.max().item() + 1)
+    return images, 4
 
 
 def png_bytes(image_uint8: torch.Tensor) -> bytes:

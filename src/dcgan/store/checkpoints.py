@@ -37,6 +37,7 @@ from safetensors.torch import save as safetensors_bytes
 from dcgan.errors import DCGANError
 from dcgan.files.atomic import atomic_path, link_atomic, write_atomic
 from dcgan.nets.batchnorm import recalibrate_batchnorm
+from dcgan.nets.conditioning import FakeLabels
 from dcgan.nets.models import Architecture, Generator
 from dcgan.store.integrity import (
     DIGEST_KEY,
@@ -57,6 +58,7 @@ ABANDONED_DIR = "abandoned"  # numbered checkpoints a collapse rollback left beh
 GENERATOR_FILE = "generator.safetensors"
 NUMBERED = re.compile(r"^(epoch|step)_(\d+)\.pt$")
 GENERATOR_FORMAT = "dcgan-generator/2"  # with a digest in the metadata
+LABEL_ROWS = "label_rows"  # a generator file's real attribute rows (attribute-conditional)
 GENERATOR_FORMATS_BEFORE_DIGESTS = ("dcgan-generator/1",)
 
 
@@ -105,18 +107,34 @@ def prune_numbered(folder: Path, keep: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def save_generator(state_dict: dict[str, torch.Tensor], arch: dict[str, int], path: Path,
-                   **info: int) -> None:
-    """The generator's weights as safetensors, its architecture in the metadata."""
+def save_generator(state_dict: dict[str, torch.Tensor], arch: dict[str, Any], path: Path,
+                   labels: Optional[dict[str, Any]] = None, **info: int) -> None:
+    """The generator's weights as safetensors, its architecture in the metadata; a
+    conditional generator's labels (FakeLabels.state_dict: names, class counts in the
+    metadata, attribute rows as the tensor LABEL_ROWS) beside them."""
     metadata = {"format": GENERATOR_FORMAT, "arch": json.dumps(arch),
                 **{key: str(value) for key, value in info.items()}}
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
+    if labels is not None:
+        described = {key: value for key, value in labels.items() if key not in ("rows", "counts")}
+        if labels.get("counts") is not None:
+            described["counts"] = [int(count) for count in labels["counts"]]
+        metadata["labels"] = json.dumps(described)
+        if labels.get("rows") is not None:
+            tensors[LABEL_ROWS] = labels["rows"].cpu().contiguous()
     metadata[DIGEST_KEY] = generator_file_digest(tensors, metadata)
     write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
 
 
-def load_generator_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+def load_generator_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, arch) from a generator.safetensors file."""
+    tensors, metadata = read_generator_file(path)
+    tensors.pop(LABEL_ROWS, None)
+    return tensors, json.loads(metadata["arch"])
+
+
+def read_generator_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(every tensor, the metadata) of a generator.safetensors file, its digest verified."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -128,7 +146,26 @@ def load_generator_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if metadata.get("format") not in known or "arch" not in metadata:
         raise DCGANError(f"{path} is not a dcgan generator file (no architecture in its metadata)")
     verify_generator_file(path, tensors, metadata)
-    return tensors, json.loads(metadata["arch"])
+    return tensors, metadata
+
+
+def load_labels(checkpoint: Path, device: torch.device,
+                state: Optional[dict[str, Any]] = None) -> Optional[FakeLabels]:
+    """A conditional generator's labels (names; what its training drew fakes from) from a
+    training checkpoint or a generator file; None for an unconditional one."""
+    if checkpoint.suffix == ".safetensors":
+        tensors, metadata = read_generator_file(checkpoint)
+        if "labels" not in metadata:
+            return None
+        labels = json.loads(metadata["labels"])
+        if "counts" in labels:
+            labels["counts"] = torch.tensor(labels["counts"])
+        if LABEL_ROWS in tensors:
+            labels["rows"] = tensors[LABEL_ROWS]
+    else:
+        state = state if state is not None else load_checkpoint(checkpoint)
+        labels = state.get("labels")
+    return FakeLabels.from_state(labels, device) if labels is not None else None
 
 
 def verify_generator_file(path: Path, tensors: dict[str, torch.Tensor],
@@ -174,7 +211,9 @@ def load_generator(checkpoint: Path, device: torch.device, ema: bool = True,
     if estimate_here:
         log.info("%s holds no BatchNorm statistics for its weights (a step checkpoint): "
                  "re-estimating them", checkpoint)
-        recalibrate_batchnorm(generator, generator.arch.nz)
+        prior = load_labels(checkpoint, device, state) if generator.arch.conditional else None
+        recalibrate_batchnorm(generator, generator.arch.nz,
+                              labels=prior.vectors if prior is not None else None)
     return generator
 
 

@@ -7,10 +7,12 @@ A graph bakes in the step's branches and shapes, so there is one per kind of ste
 (`StepPlan.kind`: G steps or not, augmentation none / some / all, instance noise, what the
 moving average does), for the first batch shape seen. What changes from step to step (the
 augmentation chance adaptive augmentation moves, the annealed noise std, the EMA weight of
-a ramp-up) is read from device tensors filled before each replay; the images go in through
-a static buffer. Each kind runs `warmup` eager steps on a side stream first (cuDNN picks its
-algorithms there, as capture needs), is captured, and is replayed from then on: the capture
-itself records without running, so the step it was made for is the first replay.
+a ramp-up) is read from device tensors filled before each replay; the images (and, for a
+conditional pair, their label vectors) go in through static buffers, and the labels drawn
+for fakes are drawn inside the graph, from the same generator as the eager step. Each kind
+runs `warmup` eager steps on a side stream first (cuDNN picks its algorithms there, as
+capture needs), is captured, and is replayed from then on: the capture itself records
+without running, so the step it was made for is the first replay.
 
 Eager steps remain for: a batch of another shape (one short of unreadable images), a step whose
 losses are checked on the host (check_finite), and anything before a kind is captured. A
@@ -42,7 +44,8 @@ class SteppedPair(Protocol):
     opt_d: torch.optim.Optimizer
 
     def run_step(self, real: torch.Tensor, plan: StepPlan, numbers: StepNumbers,
-                 check_finite: bool) -> dict[str, torch.Tensor]: ...
+                 check_finite: bool, real_y: Optional[torch.Tensor] = None
+                 ) -> dict[str, torch.Tensor]: ...
 
 
 def graphs_wanted(choice: str, settings: "GANSettings", device: torch.device,
@@ -128,6 +131,7 @@ class CapturedStep:
 
     replay: Callable[[], torch.Tensor]  # replays the step; returns its packed metrics
     real: torch.Tensor  # the static batch the graph reads
+    real_y: Optional[torch.Tensor]  # its static label vectors (a conditional pair), or None
     numbers: torch.Tensor  # [augment_p, noise_std, ema_weight], read by the graph
     keys: list[str]  # the metric names, in the packed order
     filled: Optional[tuple[float, float, float]] = None  # what `numbers` holds now
@@ -144,25 +148,30 @@ class StepGraphs:
         self.shape: Optional[torch.Size] = None  # the batch shape graphs are made for
         self.baked = baked_settings(pair.settings)
 
-    def run(self, real: torch.Tensor, plan: "StepPlan") -> dict[str, torch.Tensor]:
-        """Step `plan` on `real`: replayed when its kind is captured, else eager."""
+    def run(self, real: torch.Tensor, plan: "StepPlan", real_y: Optional[torch.Tensor] = None
+            ) -> dict[str, torch.Tensor]:
+        """Step `plan` on `real` (with label vectors `real_y`, conditional): replayed when its
+        kind is captured, else eager."""
         self.shape = self.shape or real.shape
         if real.shape != self.shape:  # e.g. a batch short of unreadable images
-            return self.eager(real, plan)
+            return self.eager(real, plan, real_y)
         captured = self.captured.get(plan.kind)
         if captured is None:
             warmed = self.eager_steps.get(plan.kind, 0)
             if warmed < self.warmup_steps:
                 self.eager_steps[plan.kind] = warmed + 1
-                return self.backend.warmup(lambda: self.eager(real, plan))
-            captured = self.captured[plan.kind] = self.capture(real, plan)
-        return self.replay(captured, real, plan)
+                return self.backend.warmup(lambda: self.eager(real, plan, real_y))
+            captured = self.captured[plan.kind] = self.capture(real, plan, real_y)
+        return self.replay(captured, real, plan, real_y)
 
-    def eager(self, real: torch.Tensor, plan: "StepPlan") -> dict[str, torch.Tensor]:
-        return self.pair.run_step(real, plan, plan.numbers(), check_finite=False)
+    def eager(self, real: torch.Tensor, plan: "StepPlan", real_y: Optional[torch.Tensor] = None
+              ) -> dict[str, torch.Tensor]:
+        return self.pair.run_step(real, plan, plan.numbers(), check_finite=False, real_y=real_y)
 
-    def capture(self, real: torch.Tensor, plan: "StepPlan") -> CapturedStep:
+    def capture(self, real: torch.Tensor, plan: "StepPlan",
+                real_y: Optional[torch.Tensor] = None) -> CapturedStep:
         static_real = torch.empty_like(real)
+        static_y = torch.empty_like(real_y) if real_y is not None else None
         numbers = torch.zeros(3, device=real.device)
         # the numbers this kind reads on the device; the others are the same on every step
         # of the kind (p 0 or 1, no noise, no EMA weight) and stay Python floats
@@ -174,15 +183,19 @@ class StepGraphs:
         keys: list[str] = []
 
         def body() -> torch.Tensor:
-            metrics = self.pair.run_step(static_real, plan, step_numbers, check_finite=False)
+            metrics = self.pair.run_step(static_real, plan, step_numbers, check_finite=False,
+                                         real_y=static_y)
             keys[:] = list(metrics)
             return torch.stack([metrics[key].float() for key in metrics])
         replay = self.backend.capture(body)
-        return CapturedStep(replay=replay, real=static_real, numbers=numbers, keys=keys)
+        return CapturedStep(replay=replay, real=static_real, real_y=static_y, numbers=numbers,
+                            keys=keys)
 
-    def replay(self, captured: CapturedStep, real: torch.Tensor, plan: "StepPlan"
-               ) -> dict[str, torch.Tensor]:
+    def replay(self, captured: CapturedStep, real: torch.Tensor, plan: "StepPlan",
+               real_y: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         captured.real.copy_(real)
+        if captured.real_y is not None:
+            captured.real_y.copy_(real_y)
         wanted = (plan.augment_p, plan.noise_std, plan.ema_weight)
         if captured.filled != wanted:  # a fill is a launch: only when the numbers change
             for index, value in enumerate(wanted):

@@ -142,21 +142,22 @@ class Trainer:
                    dynamic_ncols=True, mininterval=1.0, disable=not self.layout.is_main)
         window = MetricWindow()
         with bar:
-            for real, bad_paths in bar:
-                answer = self.train_batch(real, bad_paths, window, bar)
+            for real, labels, bad_paths in bar:
+                answer = self.train_batch(real, labels, bad_paths, window, bar)
                 if answer is not None:
                     return answer
         self.epoch += 1
         self.batch_in_epoch = 0
         return None
 
-    def train_batch(self, real: torch.Tensor, bad_paths: list[str], window: "MetricWindow",
-                    bar: tqdm) -> Union[Answer, Interrupted]:
+    def train_batch(self, real: torch.Tensor, labels: Optional[torch.Tensor],
+                    bad_paths: list[str], window: "MetricWindow", bar: tqdm
+                    ) -> Union[Answer, Interrupted]:
         self.hooks.call("on_batch", self, bad_paths)
         if real.shape[0] >= 2:  # BatchNorm needs two images; fewer only if files were bad
             check_finite = (self.step + 1) % self.check_every == 0
             try:
-                metrics = self.gan.train_step(real, self.step, check_finite)
+                metrics = self.gan.train_step(real, self.step, check_finite, labels)
             except NonFiniteLoss as error:
                 return self.on_non_finite(error)
             window.add(metrics, real.shape[0])

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from dcgan.nets.regularisers import (
     LeCamAnchors,
@@ -26,11 +25,14 @@ class DRegularisers:
         self.device, self.layout = device, layout
         self.lecam = LeCamAnchors(settings.lecam.decay, device) if settings.lecam.on else None
 
-    def __call__(self, settings: RegSettings, d_forward: Callable, discriminator: nn.Module,
-                 autocast: Callable, seen: tuple[torch.Tensor, torch.Tensor],
+    def __call__(self, settings: RegSettings, d_forwards: tuple[Callable, Callable],
+                 discriminator: Callable, autocast: Callable,
+                 seen: tuple[torch.Tensor, torch.Tensor],
                  logits: tuple[torch.Tensor, torch.Tensor], r1_now: bool) -> torch.Tensor:
         """The weighted sum for this step: `seen` are the real and fake images as D saw them,
-        `logits` its outputs on them. LeCam's anchors take this batch in first (as in the
+        `logits` its outputs on them, `d_forwards` D's step call for real and for fake images
+        (each with its labels bound, for a conditional D) and `discriminator` D's plain module
+        (with the real labels bound). LeCam's anchors take this batch in first (as in the
         paper's code; averaged over ranks under torchrun, so every rank holds the same ones);
         R1 runs D's plain module (as the WGAN-GP penalty does) and is scaled by its interval."""
         (real_seen, fake_seen), (real_logits, fake_logits) = seen, logits
@@ -41,8 +43,9 @@ class DRegularisers:
             self.lecam.update(*tensor_mean_over_ranks(means, self.layout).unbind())
             total = total + settings.lecam.weight * lecam_penalty(
                 real_logits, fake_logits, self.lecam.real, self.lecam.fake)
-        for weight, images, outputs in ((settings.bcr.real, real_seen, real_logits),
-                                        (settings.bcr.fake, fake_seen, fake_logits)):
+        for weight, d_forward, images, outputs in (
+                (settings.bcr.real, d_forwards[0], real_seen, real_logits),
+                (settings.bcr.fake, d_forwards[1], fake_seen, fake_logits)):
             if weight > 0:
                 with autocast():
                     total = total + weight * consistency_penalty(d_forward, images, outputs,

@@ -2,7 +2,11 @@
 (TensorBoard samples/fixed and RUN_DIR/samples/epoch_NNN.png), the grids of all epochs so far
 as one looping animation (RUN_DIR/samples/progress.gif, rewritten atomically each epoch), and a
 grid of real training images once, at the start of a fresh run (samples/real, and
-RUN_DIR/samples/real.png)."""
+RUN_DIR/samples/real.png).
+
+A conditional model's grid shows its labels: one row per class (up to 16 rows of 8, each
+column one fixed noise across the classes), or for attributes 16 fixed rows of real attribute
+vectors, each with its own noise."""
 
 from __future__ import annotations
 
@@ -14,11 +18,14 @@ from PIL import Image
 from torch import nn
 
 from dcgan.files.images import image_grid, save_png, write_gif
+from dcgan.nets.conditioning import FakeLabels
 from dcgan.nets.models import in_mode
 from dcgan.runtime.distributed import SINGLE, Distributed
 from dcgan.training.hooks.base import Answer, Hook, LoopView
 
 N_FIXED_SAMPLES = 16  # the 4x4 grid logged every epoch
+CLASS_GRID_COLUMNS = 8  # a conditional grid: this many samples of each class, one row each
+CLASS_GRID_ROWS = 16  # at most this many classes shown
 PROGRESS_GIF = "progress.gif"
 PROGRESS_FRAME_MS = 400
 
@@ -27,10 +34,24 @@ class SampleGrids(Hook):
     name = "samples"
 
     def __init__(self, run_dir: Path, nz: int, device: torch.device,
-                 layout: Distributed = SINGLE):
+                 layout: Distributed = SINGLE, fake_labels: Optional[FakeLabels] = None):
         self.folder, self.device, self.layout = run_dir / "samples", device, layout
+        self.space = fake_labels.space if fake_labels is not None else None
+        self.fixed_labels: Optional[torch.Tensor] = None  # label values, conditional
+        self.nrow = 4
         # drawn from the global RNG: build this hook right after the GAN pair, as always
-        self.fixed_noise = torch.randn(N_FIXED_SAMPLES, nz, 1, 1).to(device)
+        if self.space is None:
+            self.fixed_noise = torch.randn(N_FIXED_SAMPLES, nz, 1, 1).to(device)
+        elif self.space.kind == "class":
+            rows = min(self.space.size, CLASS_GRID_ROWS)
+            columns = torch.randn(CLASS_GRID_COLUMNS, nz, 1, 1)
+            self.fixed_noise = columns.repeat(rows, 1, 1, 1).to(device)
+            self.fixed_labels = fake_labels.every_class(CLASS_GRID_COLUMNS)[
+                : rows * CLASS_GRID_COLUMNS].to(device)
+            self.nrow = CLASS_GRID_COLUMNS
+        else:
+            self.fixed_noise = torch.randn(N_FIXED_SAMPLES, nz, 1, 1).to(device)
+            self.fixed_labels = fake_labels.draw(N_FIXED_SAMPLES).to(device)
         self.frames: dict[int, Optional[Image.Image]] = {}  # epoch -> its grid, for the GIF
 
     def on_fit_start(self, loop: LoopView) -> None:
@@ -43,7 +64,7 @@ class SampleGrids(Hook):
 
     def on_epoch_end(self, loop: LoopView) -> Answer:
         if self.layout.is_main:
-            grid = image_grid(self.fixed_samples(loop.gan.sampling_generator), nrow=4)
+            grid = image_grid(self.fixed_samples(loop.gan.sampling_generator), nrow=self.nrow)
             loop.loggers.image("samples/fixed", grid, loop.step)
             save_png(grid, self.folder / f"epoch_{loop.epoch:03d}.png")
             self.write_progress(loop.epoch)
@@ -69,16 +90,24 @@ class SampleGrids(Hook):
 
     @torch.no_grad()
     def fixed_samples(self, generator: nn.Module) -> torch.Tensor:
-        """G(fixed noise) in eval mode (BatchNorm running statistics), as [-1, 1] images."""
+        """G(fixed noise [, fixed labels]) in eval mode (BatchNorm running statistics), as
+        [-1, 1] images."""
         with in_mode(generator, training=False):
-            return generator(self.fixed_noise)
+            if self.fixed_labels is None:
+                return generator(self.fixed_noise)
+            return generator(self.fixed_noise, self.space.vectors(self.fixed_labels))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fixed_noise": self.fixed_noise.cpu()}
+        state = {"fixed_noise": self.fixed_noise.cpu()}
+        if self.fixed_labels is not None:
+            state["fixed_labels"] = self.fixed_labels.cpu()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "fixed_noise" in state:
             self.fixed_noise = state["fixed_noise"].to(self.device)
+        if "fixed_labels" in state and self.fixed_labels is not None:
+            self.fixed_labels = state["fixed_labels"].to(self.device)
 
 
 def real_images(dataset, n: int) -> torch.Tensor:

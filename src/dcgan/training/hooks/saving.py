@@ -114,7 +114,7 @@ class Checkpoints(Hook):
             names = [*numbered, LAST, *([BEST] if best else [])]
             save_checkpoint(state, [self.folder / name for name in names])
             save_generator(sampling.state_dict(), state["arch"], self.folder / GENERATOR_FILE,
-                           epoch=loop.epoch, step=loop.step)
+                           labels=state.get("labels"), epoch=loop.epoch, step=loop.step)
             prune_numbered(self.folder, self.settings.keep_last)
         barrier(self.layout)
         return self.last
