@@ -5,6 +5,11 @@
     dcgan-eval --ckpt generator.safetensors dataset=celeba dataset.root=/data/celeba
     dcgan-eval --real data/celeba/img_align_celeba --fake other_model_samples/ --n 2048
     dcgan-eval --ckpt runs/celeba/2026-11-22_10-00-00 --nearest 8     # does G copy its data?
+    dcgan-eval --ckpt runs/mnist10k/2026-11-22_10-00-00 --labels      # class shares of samples
+
+A conditional checkpoint is also scored by a classifier of the real images' labels (trained
+once, cached in the run's eval_cache/): the accuracy of its samples at the classes or
+attributes asked for; --labels scores an unconditional one's class shares the same way.
 
 The real images come from the data set the checkpoint was trained on, unless dataset.*
 overrides say otherwise (a generator.safetensors file has no data set: name one). With --real
@@ -55,6 +60,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="fixes the real subset, the noise and the SWD projections "
                         "(default: eval.seed)")
     parser.add_argument("--fid", action="store_true", help="also FID and KID (Inception weights)")
+    parser.add_argument("--labels", action="store_true",
+                        help="an unconditional checkpoint: also the class shares of its samples, "
+                        "read by a classifier of the data's labelled real images (conditional "
+                        "checkpoints are always scored at their labels)")
     parser.add_argument("--inception-weights", default=None,
                         help="path to pt_inception-2015-12-05-6726825d.pth")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -151,11 +160,15 @@ def memorisation_grid(args: argparse.Namespace, generator: Generator, dataset,
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    from dcgan.data.datasets import build_dataset
-    from dcgan.quality.evaluator import Evaluator
+    from dcgan.quality.evaluator import Evaluator, classifier_cache_path
     from dcgan.quality.metrics import inception_weights_path
     from dcgan.runtime.process import resolve_device, seed_everything
-    from dcgan.store.checkpoints import load_checkpoint, load_generator, resolve_checkpoint
+    from dcgan.store.checkpoints import (
+        load_checkpoint,
+        load_generator,
+        resolve_checkpoint,
+        run_dir_of,
+    )
 
     if args.real is not None or args.fake is not None:
         if args.real is None or args.fake is None or args.ckpt is not None:
@@ -172,10 +185,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     seed_everything(cfg.eval.seed)
     generator = load_generator(checkpoint, device, state=state)  # read and checked once
-    dataset = build_dataset(cfg.dataset)
+    dataset, label_kind = labelled_dataset(cfg, generator, checkpoint, state, args.labels)
+    classifier = (classifier_cache_path(run_dir_of(checkpoint), cfg.dataset, label_kind)
+                  if label_kind != "none" else None)
     evaluator = Evaluator(dataset, cfg.eval.n_samples, generator.arch.nz, cfg.eval.seed,
                           device, cfg.eval.fid, cfg.eval.inception_weights,
-                          run_feature_cache(checkpoint, cfg))
+                          run_feature_cache(checkpoint, cfg), classifier)
     if generator.arch.channels != evaluator.real.shape[1]:
         raise DCGANError(f"{checkpoint} makes {generator.arch.channels}-channel images but "
                          f"{cfg.dataset.name} has {evaluator.real.shape[1]}; name the data set "
@@ -186,6 +201,30 @@ def evaluate(args: argparse.Namespace) -> dict:
     return {"checkpoint": str(checkpoint), "epoch": state["epoch"] if state else None,
             "step": state["step"] if state else None, "dataset": cfg.dataset.name,
             "n": evaluator.n, "seed": cfg.eval.seed, **metrics}
+
+
+def labelled_dataset(cfg: Any, generator: Generator, checkpoint: Path,
+                     state: Optional[dict[str, Any]], labels_wanted: bool) -> tuple[Any, str]:
+    """(the data set to compare with, the kind of labels it carries: none, class, attributes):
+    a conditional generator's own kind (its attributes, in its order), or with --labels the
+    data set's class labels."""
+    import torch
+
+    from dcgan.data.datasets import DATASETS, build_dataset
+    from dcgan.store.checkpoints import load_labels
+
+    arch = generator.arch
+    if arch.conditional:
+        prior = load_labels(checkpoint, torch.device("cpu"), state)
+        attributes = list(prior.space.names) if arch.condition == "attributes" else None
+        return build_dataset(cfg.dataset, labels=arch.condition, attributes=attributes), \
+            arch.condition
+    if not labels_wanted:
+        return build_dataset(cfg.dataset), "none"
+    if "class" not in DATASETS[cfg.dataset.name].labels:
+        raise DCGANError(f"--labels reads class shares, and dataset={cfg.dataset.name} has no "
+                         "class labels")
+    return build_dataset(cfg.dataset, labels="class"), "class"
 
 
 def run_feature_cache(checkpoint: Path, cfg: Any) -> Path:

@@ -24,7 +24,7 @@ from dcgan.data.labels import labels_of
 from dcgan.data.loader import batches_per_epoch
 from dcgan.errors import DCGANError
 from dcgan.nets.conditioning import FakeLabels, LabelSpace, fake_labels_from_data
-from dcgan.quality.evaluator import feature_cache_path
+from dcgan.quality.evaluator import classifier_cache_path, feature_cache_path
 from dcgan.quality.metrics import inception_weights_path
 from dcgan.reporting.loggers import Loggers
 from dcgan.reporting.loggers.csv import CSVLogger
@@ -77,8 +77,11 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, run_dir: Path, device: torc
     gan = GANPair(settings.gan, device, layout, fake_labels)
     samples = SampleGrids(run_dir, settings.gan.arch.nz, device, layout, gan.fake_labels)
     feature_cache = feature_cache_path(run_dir, cfg.dataset, cfg.eval)
+    classifier = (classifier_cache_path(run_dir, cfg.dataset, cfg.condition.kind)
+                  if fake_labels is not None else None)
     hooks = [BadFiles(settings.on_bad_image), ReplicaCheck(settings.ddp_check_every, layout),
-             samples, Evaluation(settings.evaluation, dataset, device, layout, feature_cache),
+             samples, Evaluation(settings.evaluation, dataset, device, layout, feature_cache,
+                                 classifier),
              CollapseGuard(settings.guard), NonFiniteRecovery(settings.nonfinite),
              AdaptiveAugmentation(settings.ada, layout)]
     if settings.lr_tail is not None:  # after the guard and the recovery: it scales their rates

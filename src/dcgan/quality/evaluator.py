@@ -21,7 +21,17 @@ from torch.utils.data import Dataset
 from dcgan.errors import DCGANError
 from dcgan.files.atomic import atomic_path
 from dcgan.files.images import to_uint8
+from dcgan.data.labels import Labels
 from dcgan.nets.conditioning import LabelSpace
+from dcgan.quality.classifier import (
+    TrainedClassifier,
+    attribute_accuracy,
+    class_shares,
+    classifier_for,
+    data_fingerprint,
+    gan_test_accuracy,
+    share_ratio,
+)
 from dcgan.nets.models import in_mode
 from dcgan.quality.metrics import (
     compute_metrics,
@@ -35,6 +45,14 @@ log = logging.getLogger(__name__)
 
 GENERATE_BATCH = 256
 FEATURE_CACHE_DIR = "eval_cache"  # in the run directory
+
+
+def classifier_cache_path(run_dir: Path, dataset_cfg: Any, kind: str) -> Path:
+    """Where a run keeps the label classifier of its real images (`kind` class or attributes),
+    named by what fixes them; the file also records a digest of the very images it learnt."""
+    name = (f"classifier-{kind}-{dataset_cfg.name}-{dataset_cfg.split}-"
+            f"{dataset_cfg.image_size}px.pt")
+    return run_dir / FEATURE_CACHE_DIR / name
 
 
 def feature_cache_path(run_dir: Path, dataset_cfg: Any, eval_cfg: Any) -> Path:
@@ -72,15 +90,21 @@ class Evaluator:
     """Compares a generator's samples with the same real images every time it is called.
 
     A conditional generator is asked for the labels of the real subset (a data set built with
-    labels), so its samples are compared with real images of the same classes or attributes."""
+    labels), so its samples are compared with real images of the same classes or attributes.
+    Given a `label_classifier` file, a data set with labels is also scored by a classifier of
+    its real images (trained once, cached there): GAN-test accuracy of a conditional
+    generator's samples at their labels, or the class shares of an unconditional one."""
 
     def __init__(self, dataset: Dataset, n_samples: int, nz: int, seed: int,
                  device: torch.device, fid: bool = False,
-                 inception_weights: Optional[str] = None, feature_cache: Optional[Path] = None):
+                 inception_weights: Optional[str] = None, feature_cache: Optional[Path] = None,
+                 label_classifier: Optional[Path] = None):
         self.real, indices = real_subset_indexed(dataset, n_samples, seed)
         self.n = self.real.shape[0]  # as many generated as real images
         labels = getattr(dataset, "labels", None)  # a data set built with labels
         self.real_labels = labels.take(indices) if labels is not None else None
+        self.dataset, self.classifier_path = dataset, label_classifier
+        self._classifier: Optional[TrainedClassifier] = None
         self.noise = torch.randn(self.n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
         self.seed, self.device = seed, device
         self.fid, self.inception_weights = fid, inception_weights
@@ -94,10 +118,25 @@ class Evaluator:
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         fake = self.generate(generator)
         if not self.fid:
-            return compute_metrics(self.real, fake, seed=self.seed)
-        return compute_metrics(self.real, fake, seed=self.seed, fid=True,
-                               feature_extractor=self.inception(),
-                               real_features=self.real_features(), device=self.device)
+            metrics = compute_metrics(self.real, fake, seed=self.seed)
+        else:
+            metrics = compute_metrics(self.real, fake, seed=self.seed, fid=True,
+                                      feature_extractor=self.inception(),
+                                      real_features=self.real_features(), device=self.device)
+        if self.real_labels is not None and self.classifier_path is not None:
+            metrics.update(label_metrics(self.classifier(), fake, self.real_labels,
+                                         conditional=self.label_vectors(generator) is not None))
+        return metrics
+
+    def classifier(self) -> TrainedClassifier:
+        """The label classifier of the data set's real images: cached, else trained now."""
+        if self._classifier is None:
+            images, labels = labelled_images(self.dataset)
+            self._classifier = classifier_for(self.classifier_path,
+                                              data_fingerprint(images, labels), images, labels)
+            log.info("label classifier: %.4f accurate on %d held-out real images",
+                     self._classifier.held_out_accuracy, self._classifier.held_out_count)
+        return self._classifier
 
     def inception(self) -> nn.Module:
         """The FID Inception network, loaded on first use and kept."""
@@ -173,6 +212,49 @@ class Evaluator:
                        else generator(noise, y[i : i + GENERATE_BATCH].to(self.device)))
                 parts.append(out.float().cpu())
         return torch.cat(parts)
+
+
+CLASSIFIER_IMAGES = 50_000  # at most this many real images train the label classifier
+
+
+def labelled_images(dataset: Dataset, limit: int = CLASSIFIER_IMAGES
+                    ) -> tuple[torch.Tensor, Labels]:
+    """The readable images of a data set built with labels (uint8; a seeded sample of `limit`
+    of them when there are more) and their labels."""
+    labels = getattr(dataset, "labels")
+    picks = range(len(dataset))
+    if len(dataset) > limit:
+        picks = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit]
+        picks = sorted(picks.tolist())
+    decoded = getattr(dataset, "decoded", None)
+    if callable(decoded):
+        return decoded()[list(picks)], labels.take(list(picks))
+    images, kept = [], []
+    for index in picks:
+        item = dataset[index]
+        if isinstance(item, torch.Tensor):  # an unreadable file comes back as (None, path)
+            images.append(to_uint8(item))
+            kept.append(index)
+    return torch.stack(images), labels.take(kept)
+
+
+def label_metrics(trained: TrainedClassifier, fake: torch.Tensor, requested: Labels,
+                  conditional: bool) -> dict[str, float]:
+    """What the label classifier reads of the samples: a conditional generator's accuracy at
+    the labels asked of it (classes: `class/accuracy`; attributes: `attr/NAME` and their mean
+    `attr/mean`); an unconditional one's class shares (`class/share_ratio`, max over min, and
+    the smallest and largest share)."""
+    if requested.kind == "attributes":
+        if not conditional:
+            return {}
+        accuracy = attribute_accuracy(trained, fake, requested.values)
+        return {**{f"attr/{name}": value for name, value in accuracy.items()},
+                "attr/mean": sum(accuracy.values()) / len(accuracy)}
+    if conditional:
+        return {"class/accuracy": gan_test_accuracy(trained, fake, requested.values)}
+    shares = class_shares(trained, fake)
+    return {"class/share_ratio": share_ratio(shares), "class/share_min": min(shares.values()),
+            "class/share_max": max(shares.values())}
 
 
 NEAREST = 5  # real neighbours shown beside each sample by the memorisation check

@@ -33,9 +33,11 @@ class Evaluation(Hook):
     name = "evaluation"
 
     def __init__(self, settings: EvaluationSettings, dataset: Dataset, device: torch.device,
-                 layout: Distributed = SINGLE, feature_cache: Optional[Path] = None):
+                 layout: Distributed = SINGLE, feature_cache: Optional[Path] = None,
+                 label_classifier: Optional[Path] = None):
         self.settings, self.dataset, self.device, self.layout = settings, dataset, device, layout
         self.feature_cache = feature_cache  # the real subset's Inception features (FID on)
+        self.label_classifier = label_classifier  # a labelled data set's classifier file
         self.evaluator: Optional[Evaluator] = None  # built on first use (reads real images)
         self.metrics: dict[str, float] = {}  # the newest evaluation
 
@@ -65,7 +67,8 @@ class Evaluation(Hook):
         if self.evaluator is None:
             s = self.settings
             self.evaluator = Evaluator(self.dataset, s.n_samples, nz, s.seed, self.device,
-                                       s.fid, s.inception_weights, self.feature_cache)
+                                       s.fid, s.inception_weights, self.feature_cache,
+                                       self.label_classifier)
         return self.evaluator
 
     def state_dict(self) -> dict[str, Any]:

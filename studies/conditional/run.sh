@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The conditional-training study: one run per NAME, each with resume=auto in $STUDY_DIR/NAME
+# (outside the repository), so running the same command again carries a cut-off run on.
+#
+#   STUDY_DIR=DIR DCGAN_SHARED_DATA=DIR studies/conditional/run.sh NAME [overrides]
+#
+# NAME is one of
+#   digits_cond, digits_uncond         the quickstart (bundled MNIST test digits, 32x32,
+#                                      15 epochs), with condition=class or without
+#   cifar_cond, cifar_uncond           CIFAR-10: 9,000 of the 10,000 test images (900 a
+#                                      class; the other 1,000 are held out for scoring), 32x32,
+#                                      the quickstart's networks and recipe, 30 epochs
+#   faces_attrs                        CelebA faces that have attribute rows, conditioned on
+#                                      Smiling, Eyeglasses and Male, at the faces study's setting
+# with _seedN for seed N (default 1). DCGAN_SHARED_DATA holds cifar10/test and celeba/.
+set -euo pipefail
+if [ -z "${STUDY_DIR:-}" ] || [ -z "${DCGAN_SHARED_DATA:-}" ] || [ $# -lt 1 ]; then
+    echo "usage: STUDY_DIR=DIR DCGAN_SHARED_DATA=DIR $0 NAME [overrides]" >&2
+    exit 2
+fi
+NAME=$1; shift
+mkdir -p "$STUDY_DIR"
+STUDY_DIR=$(cd "$STUDY_DIR" && pwd)
+DATA=$(cd "$DCGAN_SHARED_DATA" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+TRAIN=${DCGAN_TRAIN:-dcgan-train}
+RECIPE_NAME=$NAME SEED=1
+if [[ $NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
+COMMON=(seed="$SEED" cpu_threads=1 resume=auto keep_last=0 hydra.run.dir="$STUDY_DIR/$NAME")
+case $RECIPE_NAME in
+    digits_cond)   RUN=(+experiment=quickstart condition=class) ;;
+    digits_uncond) RUN=(+experiment=quickstart) ;;
+    cifar_cond|cifar_uncond)
+        python "$HERE/cifar_split.py" "$DATA/cifar10/test" "$STUDY_DIR/cifar10"
+        CONDITION=none; [ "$RECIPE_NAME" = cifar_cond ] && CONDITION=class
+        RUN=(+experiment=quickstart dataset=cifar10 dataset.root="$STUDY_DIR/cifar10/train"
+             dataset.image_size=32 condition=$CONDITION epochs=30 eval.every=5) ;;
+    faces_attrs)
+        RUN=(dataset=celeba dataset.root="$DATA/celeba" dataset.split=train dataset.cache=true
+             dataset.cache_dir="$STUDY_DIR/cache" condition=attributes
+             "dataset.attributes=[Smiling,Eyeglasses,Male]" model.ngf=32 model.ndf=32
+             batch_size=128 epochs=30 eval.every=5 precision=fp32 +experiment=celeba_stable) ;;
+    *) echo "unknown run $NAME" >&2; exit 2 ;;
+esac
+exec $TRAIN "${RUN[@]}" "${COMMON[@]}" "$@"
