@@ -93,7 +93,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 # Fixtures that run the real commands in subprocesses: a test that uses one is `slow`.
 SUBPROCESS_FIXTURES = {"cli", "trained_run", "evaluated_run", "uninterrupted", "small_run",
-                       "legacy_run"}
+                       "legacy_run", "conditional_run"}
 
 
 def pytest_collection_modifyitems(config, items):
