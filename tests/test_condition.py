@@ -179,11 +179,13 @@ def test_a_conditional_pair_needs_labels_and_trains_with_them(make_config):
     assert pair.state_dict()["labels"]["names"] == list(DIGITS.names)
 
 
+@pytest.mark.parametrize("style", ["concat", "projection"])
 @pytest.mark.parametrize("reg", [[], ["reg.r1.gamma=0.1", "reg.r1.interval=1",
                                       "reg.bcr.real=1", "reg.bcr.fake=1", "reg.lecam.weight=0.1"]])
-def test_conditional_steps_replay_bit_for_bit(make_config, reg):
+def test_conditional_steps_replay_bit_for_bit(make_config, reg, style):
     def run(graphs: bool) -> dict:
-        pair = conditional_pair(make_config, "augment=[translation]", "augment.p=0.5", *reg)
+        pair = conditional_pair(make_config, "augment=[translation]", "augment.p=0.5",
+                                f"condition.style={style}", *reg)
         if graphs:
             pair.graphs = StepGraphs(pair, backend=ReplayOnCPU(), warmup=1)
         torch.manual_seed(5)

@@ -124,7 +124,7 @@ class DatasetConfig:
 @dataclass
 class ConditionConfig:
     kind: str = "none"  # none | class | attributes: what G and D are conditioned on
-    style: str = "projection"  # projection (cBN in G, projection in D) | concat (y joined)
+    style: str = "concat"  # concat (y joined to G's and D's inputs) | projection (cBN + projection)
     sample: str = "uniform"  # classes asked of G while training: uniform | data (data's shares)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from dcgan.errors import DCGANError
 
 CONDITION_KINDS = ("none", "class", "attributes")
-CONDITION_STYLES = ("projection", "concat")  # cBN in G + projection in D | y joined to the inputs
+CONDITION_STYLES = ("concat", "projection")  # y joined to the inputs | cBN in G + projection in D
 FAKE_LABEL_DRAWS = ("uniform", "data")
 KEPT_ATTRIBUTE_ROWS = 10_000  # real attribute rows a checkpoint keeps to draw fake labels from
 

@@ -12,10 +12,11 @@ weight by its largest singular value (Miyato et al., 2018), estimated by one pow
 per forward pass in train mode.
 
 A conditional pair (Architecture.condition "class" or "attributes") reads a label vector y
-[N, K] beside its input (dcgan.nets.conditioning). By projection (the default style), G's
-BatchNorms become conditional (gain and bias from y) and D adds <embed(y), its pooled last
-features> to its logit (Miyato & Koyama, 2018), which fits every loss; by concat, y is joined
-to z and, as K constant planes, to D's input image. Unconditional networks are built exactly
+[N, K] beside its input (dcgan.nets.conditioning). By concat (the default style), y is joined
+to z and, as K constant planes, to D's input image; by projection, G's BatchNorms become
+conditional (gain and bias from y) and D adds <embed(y), its pooled last features> to its
+logit (Miyato & Koyama, 2018). Concat is the default because it follows the labels within the
+quickstart's budget where projection did not (docs/conditional.md has the measurements). Unconditional networks are built exactly
 as without these switches (the same layers, parameter counts and state-dict keys).
 """
 
@@ -47,7 +48,7 @@ class Architecture:
     d_spectral_norm: bool = False  # spectral normalisation on every convolution of D
     condition: str = "none"  # none | class | attributes
     label_size: int = 0  # K, the length of the label vector (classes or attributes); 0: none
-    condition_style: str = "projection"  # projection (cBN in G, projection in D) | concat
+    condition_style: str = "concat"  # concat (y joined to the inputs) | projection (cBN, projection)
 
     @property
     def conditional(self) -> bool:
@@ -81,7 +82,7 @@ class Architecture:
     def derive(cls, *, nz: int, ngf: int, ndf: int, channels: int, image_size: int,
                loss: str = "bce", d_batchnorm: Optional[bool] = None,
                spectral_norm: bool = False, condition: str = "none", label_size: int = 0,
-               condition_style: str = "projection") -> "Architecture":
+               condition_style: str = "concat") -> "Architecture":
         """The architecture a run's settings imply: d_batchnorm=None means BatchNorm in D
         except for wgan_gp, whose penalty is per image (BatchNorm mixes images)."""
         if d_batchnorm is None:
