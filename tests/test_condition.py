@@ -340,3 +340,15 @@ def gan_settings_for(label_size: int):
     from dcgan.training.settings import GANSettings
 
     return GANSettings(arch=conditional(size=label_size))
+
+
+def test_a_conditional_export_takes_z_and_y(conditional_run, tmp_path):
+    from dcgan.cli import export
+
+    out = tmp_path / "generator.pt"
+    run_cli("dcgan-export", "--ckpt", str(conditional_run), "--format", "torchscript",
+            "--out", str(out), check=True)
+    noise = export.check_noise(16, batch=2)
+    fours = export.run_torchscript(out.read_bytes(), (noise, DIGITS.vectors(torch.tensor([4, 4]))))
+    nines = export.run_torchscript(out.read_bytes(), (noise, DIGITS.vectors(torch.tensor([9, 9]))))
+    assert fours.shape == (2, 1, 32, 32) and not torch.allclose(fours, nines)

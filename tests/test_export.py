@@ -70,7 +70,7 @@ def test_torchscript_from_a_generator_file(trained_run, tmp_path):
     result = export_cli("--ckpt", str(weights), "--format", "torchscript", "--out", str(out))
     assert result.returncode == 0, result.stderr
     noise = export.check_noise(16)
-    assert (export.run_torchscript(out.read_bytes(), noise) - eager(weights, noise)).abs().max() \
+    assert (export.run_torchscript(out.read_bytes(), (noise,)) - eager(weights, noise)).abs().max() \
         <= 1e-5
     assert [path.name for path in out.parent.iterdir()] == ["g.pt"]  # no temporary left
 
@@ -125,7 +125,7 @@ def test_onnx_export(trained_run, tmp_path):
         return
     assert "max abs difference" in result.stderr
     noise = export.check_noise(16, seed=5, batch=3)
-    images = export.run_onnx(out.read_bytes(), noise)
+    images = export.run_onnx(out.read_bytes(), (noise,))
     expected = eager(trained_run / "checkpoints" / "last.pt", noise)
     assert (images - expected).abs().max().item() <= 1e-5
 

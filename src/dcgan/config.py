@@ -5,6 +5,11 @@ This is the only module that knows the shape of the config. Hydra refuses unknow
 wrong types while composing; `validate` refuses values that type-check but make no sense;
 `resolve` turns the validated config into frozen settings (`RunSettings`) once, at the edge,
 so nothing downstream reads config strings or changes the config.
+
+The schema, the checks of a command line and the composition need no torch: the modules that
+define the settings types (and the data sets, the networks' options) load it, so they are
+imported inside the functions that validate and resolve, and `dcgan-train --help` answers
+without loading torch.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, get_origin, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -26,24 +31,19 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dcgan.data.datasets import DATASETS, label_request
 from dcgan.errors import DCGANError
-from dcgan.nets.augment import AUGMENT_POLICIES, AdaSettings, NoiseSchedule
-from dcgan.nets.conditioning import (
-    CONDITION_KINDS,
-    CONDITION_STYLES,
-    FAKE_LABEL_DRAWS,
-    LabelSpace,
-)
-from dcgan.nets.models import Architecture
-from dcgan.nets.regularisers import BCRSettings, LeCamSettings, R1Settings, RegSettings
-from dcgan.training.collapse import CollapseSettings
-from dcgan.training.hooks.collapse_guard import GuardSettings, RollbackSettings
-from dcgan.training.hooks.lr_tail import LRTailSettings
-from dcgan.training.hooks.nonfinite import NonFiniteSettings
-from dcgan.training.hooks.saving import CheckpointSettings
-from dcgan.training.hooks.scoring import EvaluationSettings
-from dcgan.training.settings import GANSettings, LoopSettings
+
+if TYPE_CHECKING:  # for annotations only; each module imports torch
+    from dcgan.nets.augment import AdaSettings
+    from dcgan.nets.conditioning import LabelSpace
+    from dcgan.nets.models import Architecture
+    from dcgan.nets.regularisers import RegSettings
+    from dcgan.training.hooks.collapse_guard import GuardSettings
+    from dcgan.training.hooks.lr_tail import LRTailSettings
+    from dcgan.training.hooks.nonfinite import NonFiniteSettings
+    from dcgan.training.hooks.saving import CheckpointSettings
+    from dcgan.training.hooks.scoring import EvaluationSettings
+    from dcgan.training.settings import GANSettings, LoopSettings
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +328,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _validate_stabilisers(cfg: DictConfig) -> None:
+    from dcgan.nets.models import Architecture
+
     for name in ("lr_g", "lr_d"):
         _require(cfg[name] is None or cfg[name] > 0, f"{name} must be positive (or null), got {cfg[name]}")
     _require(cfg.d_steps >= 1, f"d_steps must be at least 1, got {cfg.d_steps}")
@@ -358,6 +360,8 @@ def _validate_stabilisers(cfg: DictConfig) -> None:
 
 
 def _validate_augment(augment: DictConfig) -> None:
+    from dcgan.nets.augment import AUGMENT_POLICIES
+
     for part in augment.ops:
         _require(part in AUGMENT_POLICIES, f"augment: unknown policy {part!r}; choose from "
                  f"{', '.join(AUGMENT_POLICIES)}, e.g. augment=[color,translation,cutout]")
@@ -373,6 +377,8 @@ def _validate_augment(augment: DictConfig) -> None:
 
 
 def _validate_reg(reg: DictConfig, loss: str) -> None:
+    from dcgan.nets.augment import AUGMENT_POLICIES
+
     _require(reg.lecam.weight >= 0, f"reg.lecam.weight must be 0 or more, got {reg.lecam.weight}")
     _require(0 <= reg.lecam.decay < 1, f"reg.lecam.decay must be in [0, 1), got {reg.lecam.decay}")
     _require(reg.r1.gamma >= 0, f"reg.r1.gamma must be 0 or more, got {reg.r1.gamma}")
@@ -390,6 +396,8 @@ def _validate_reg(reg: DictConfig, loss: str) -> None:
 
 
 def reg_settings(reg: DictConfig) -> RegSettings:
+    from dcgan.nets.regularisers import BCRSettings, LeCamSettings, R1Settings, RegSettings
+
     return RegSettings(
         lecam=LeCamSettings(weight=reg.lecam.weight, decay=reg.lecam.decay),
         r1=R1Settings(gamma=reg.r1.gamma, interval=reg.r1.interval),
@@ -454,6 +462,8 @@ def _validate_collapse(co: DictConfig) -> None:
 
 
 def _validate_dataset(ds: DictConfig) -> None:
+    from dcgan.data.datasets import DATASETS
+
     _require(ds.name in DATASETS, f"unknown dataset.name {ds.name!r}; "
              f"choose one of {', '.join(DATASETS)}")
     kind = DATASETS[ds.name]
@@ -478,6 +488,9 @@ def _validate_dataset(ds: DictConfig) -> None:
 
 
 def _validate_condition(co: DictConfig, ds: DictConfig) -> None:
+    from dcgan.data.datasets import DATASETS, label_request
+    from dcgan.nets.conditioning import CONDITION_KINDS, CONDITION_STYLES, FAKE_LABEL_DRAWS
+
     for name, options in (("kind", CONDITION_KINDS), ("style", CONDITION_STYLES),
                           ("sample", FAKE_LABEL_DRAWS)):
         _require(co[name] in options, f"condition.{name}={co[name]} is not an option; choose "
@@ -717,6 +730,13 @@ def resolve(cfg: DictConfig, steps_per_epoch: int,
             labels: Optional[LabelSpace] = None) -> RunSettings:
     """The settings of a run whose epochs hold `steps_per_epoch` steps (per rank), and whose
     data has the label space `labels` (a conditional run; None: unconditional)."""
+    from dcgan.nets.augment import AdaSettings
+    from dcgan.training.hooks.lr_tail import LRTailSettings
+    from dcgan.training.hooks.nonfinite import NonFiniteSettings
+    from dcgan.training.hooks.saving import CheckpointSettings
+    from dcgan.training.hooks.scoring import EvaluationSettings
+    from dcgan.training.settings import LoopSettings
+
     ev = cfg.eval
     return RunSettings(
         gan=gan_settings(cfg, steps_per_epoch, labels),
@@ -745,6 +765,8 @@ def resolve(cfg: DictConfig, steps_per_epoch: int,
 
 def architecture(cfg: DictConfig, labels: Optional[LabelSpace] = None) -> Architecture:
     """The networks' shapes; a conditional config needs the data's `labels` (their count)."""
+    from dcgan.nets.models import Architecture
+
     m, kind = cfg.model, cfg.condition.kind
     if kind != "none" and (labels is None or labels.kind != kind):
         raise DCGANError(f"condition={kind} needs the data set's {kind} labels")
@@ -757,6 +779,9 @@ def architecture(cfg: DictConfig, labels: Optional[LabelSpace] = None) -> Archit
 
 def gan_settings(cfg: DictConfig, steps_per_epoch: int,
                  labels: Optional[LabelSpace] = None) -> GANSettings:
+    from dcgan.nets.augment import NoiseSchedule
+    from dcgan.training.settings import GANSettings
+
     noise = cfg.instance_noise
     return GANSettings(
         arch=architecture(cfg, labels), loss=_name(cfg.loss),
@@ -779,6 +804,9 @@ def gan_settings(cfg: DictConfig, steps_per_epoch: int,
 
 
 def guard_settings(cfg: DictConfig) -> GuardSettings:
+    from dcgan.training.collapse import CollapseSettings
+    from dcgan.training.hooks.collapse_guard import GuardSettings, RollbackSettings
+
     co = cfg.collapse
     detector = CollapseSettings(**{f.name: co[f.name] for f in fields(CollapseSettings)})
     rollback = RollbackSettings(**{f.name: co.rollback[f.name] for f in fields(RollbackSettings)})

@@ -9,10 +9,12 @@
 
 The exported model is the generator in eval mode (BatchNorm running statistics): z of shape
 (N, nz, 1, 1), any N, to images (N, channels, S, S) in [-1, 1]; the ONNX graph names them `z`
-and `images`. Before the file is written, the exported bytes are loaded back (TorchScript with
-torch.jit.load, ONNX with onnxruntime where it is installed) and run next to the eager
-generator on a fixed noise batch (seed 0, 8 samples): the max abs difference is logged, and
-above 1e-4 it is an error and nothing is written. The file is written atomically.
+and `images`. A conditional generator takes (z, y) with y (N, K) its label vectors (one-hot
+classes, or 0/1 attributes, in the order dcgan-sample lists them); ONNX names it `y`. Before
+the file is written, the exported bytes are loaded back (TorchScript with torch.jit.load,
+ONNX with onnxruntime where it is installed) and run next to the eager generator on a fixed
+noise batch (seed 0, 8 samples): the max abs difference is logged, and above 1e-4 it is an
+error and nothing is written. The file is written atomically.
 """
 
 from __future__ import annotations
@@ -51,7 +53,19 @@ def check_noise(nz: int, seed: int = CHECK_SEED, batch: int = CHECK_BATCH) -> to
     return torch.randn(batch, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
 
 
-def torchscript_bytes(generator: Generator, example: torch.Tensor) -> bytes:
+def check_inputs(generator: Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(z,) for an unconditional generator; (z, y) for a conditional one, y cycling through
+    the one-hot labels (every class, or each attribute alone)."""
+    import torch
+
+    noise = check_noise(generator.arch.nz).to(device)
+    if not generator.arch.conditional:
+        return (noise,)
+    size = generator.arch.label_size
+    return noise, torch.eye(size)[torch.arange(len(noise)) % size].to(device)
+
+
+def torchscript_bytes(generator: Generator, example: tuple[torch.Tensor, ...]) -> bytes:
     """The traced generator as torch.jit.save writes it."""
     import torch
 
@@ -61,13 +75,13 @@ def torchscript_bytes(generator: Generator, example: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def run_torchscript(data: bytes, noise: torch.Tensor) -> torch.Tensor:
+def run_torchscript(data: bytes, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     import torch
 
     with _without_jit_deprecation():
-        module = torch.jit.load(io.BytesIO(data), map_location=noise.device)
+        module = torch.jit.load(io.BytesIO(data), map_location=inputs[0].device)
     with torch.no_grad():
-        return module(noise)
+        return module(*inputs)
 
 
 @contextmanager
@@ -86,24 +100,28 @@ def require_onnx() -> None:
                          f"{ONNX_HINT}")
 
 
-def onnx_bytes(generator: Generator, example: torch.Tensor) -> bytes:
-    """The generator as an ONNX graph z -> images with a dynamic batch axis.
+def onnx_bytes(generator: Generator, example: tuple[torch.Tensor, ...]) -> bytes:
+    """The generator as an ONNX graph z [, y] -> images with a dynamic batch axis.
 
     This uses the TorchScript-based exporter (dynamo=False): it needs only the `onnx` package,
     where the default torch.export-based one also needs `onnxscript`.
     """
     import torch
 
+    names = INPUT_NAMES[:len(example)]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy-exporter notice
-        torch.onnx.export(generator, (example,), buffer, dynamo=False, input_names=["z"],
+        torch.onnx.export(generator, example, buffer, dynamo=False, input_names=list(names),
                           output_names=["images"],
-                          dynamic_axes={"z": {0: "batch"}, "images": {0: "batch"}})
+                          dynamic_axes={name: {0: "batch"} for name in (*names, "images")})
     return buffer.getvalue()
 
 
-def run_onnx(data: bytes, noise: torch.Tensor) -> Optional[torch.Tensor]:
+INPUT_NAMES = ("z", "y")  # the ONNX graph's inputs: noise, and a conditional G's label vectors
+
+
+def run_onnx(data: bytes, inputs: tuple[torch.Tensor, ...]) -> Optional[torch.Tensor]:
     """The ONNX model's output under onnxruntime on the CPU; None where it is not installed."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
@@ -111,13 +129,14 @@ def run_onnx(data: bytes, noise: torch.Tensor) -> Optional[torch.Tensor]:
     import torch
 
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    (images,) = session.run(["images"], {"z": noise.cpu().numpy()})
+    feed = {name: tensor.cpu().numpy() for name, tensor in zip(INPUT_NAMES, inputs)}
+    (images,) = session.run(["images"], feed)
     return torch.from_numpy(images)
 
 
 # format -> (serialise the generator, run the serialised bytes or None when it cannot be run)
-EXPORTERS: dict[str, tuple[Callable[[Generator, torch.Tensor], bytes],
-                           Callable[[bytes, torch.Tensor], Optional[torch.Tensor]]]] = {
+EXPORTERS: dict[str, tuple[Callable[[Generator, tuple], bytes],
+                           Callable[[bytes, tuple], Optional[torch.Tensor]]]] = {
     "torchscript": (torchscript_bytes, run_torchscript),
     "onnx": (onnx_bytes, run_onnx),
 }
@@ -161,11 +180,11 @@ def export(args: argparse.Namespace) -> Path:
     device = torch.device("cpu") if args.format == "onnx" else resolve_device(args.device)
     generator = load_generator(checkpoint, device)
     serialise, run = EXPORTERS[args.format]
-    noise = check_noise(generator.arch.nz).to(device)
-    data = serialise(generator, noise)
+    inputs = check_inputs(generator, device)
+    data = serialise(generator, inputs)
     with torch.no_grad():
-        expected = generator(noise)
-    check_export(args.format, expected, run(data, noise))
+        expected = generator(*inputs)
+    check_export(args.format, expected, run(data, inputs))
     write_atomic(args.out, data)
     return args.out
 
