@@ -352,3 +352,32 @@ def test_a_conditional_export_takes_z_and_y(conditional_run, tmp_path):
     fours = export.run_torchscript(out.read_bytes(), (noise, DIGITS.vectors(torch.tensor([4, 4]))))
     nines = export.run_torchscript(out.read_bytes(), (noise, DIGITS.vectors(torch.tensor([9, 9]))))
     assert fours.shape == (2, 1, 32, 32) and not torch.allclose(fours, nines)
+
+
+def test_a_class_that_collapses_alone_is_named():
+    from dcgan.training.collapse import CollapseDetector
+
+    detector = CollapseDetector()
+    assert detector.observe_class_diversity(10, {"3": 0.9, "7": 0.8}) is None
+    verdict = detector.observe_class_diversity(20, {"3": 0.9, "7": 0.1})
+    assert verdict.signal == "low_diversity" and "class 7 (0.100) collapsed alone" in verdict.message
+    assert detector.observe_class_diversity(30, {"3": 0.9, "7": 0.1}) is None  # said once
+    restored = CollapseDetector()
+    restored.load_state_dict(detector.state_dict())
+    assert restored.class_peaks == {"3": 0.9, "7": 0.8}
+
+
+def test_evaluations_of_a_conditional_run_give_each_class_its_diversity(make_config):
+    from dcgan.data.datasets import build_dataset
+    from dcgan.quality.evaluator import Evaluator
+
+    cfg = make_config("dataset=mnist10k", "dataset.image_size=32", "dataset.limit=200")
+    dataset = build_dataset(cfg.dataset, labels="class")
+    evaluator = Evaluator(dataset, 100, 8, 0, torch.device("cpu"))
+    g, _ = build_models(conditional())
+    fake = evaluator.generate(g.eval())
+    from dcgan.quality.evaluator import per_class_diversity
+
+    ratios = per_class_diversity(fake, evaluator.real, evaluator.real_labels)
+    assert set(ratios) == {f"diversity/{d}" for d in range(10)}
+    assert all(value > 0 for value in ratios.values())

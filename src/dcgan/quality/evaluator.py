@@ -35,6 +35,7 @@ from dcgan.quality.classifier import (
 from dcgan.nets.models import in_mode
 from dcgan.quality.metrics import (
     compute_metrics,
+    diversity_ratio,
     extract_features,
     flatten_small,
     inception_weights_path,
@@ -124,7 +125,7 @@ class Evaluator:
                                       feature_extractor=self.inception(),
                                       real_features=self.real_features(), device=self.device)
         if self.real_labels is not None and self.classifier_path is not None:
-            metrics.update(label_metrics(self.classifier(), fake, self.real_labels,
+            metrics.update(label_metrics(self.classifier(), fake, self.real, self.real_labels,
                                          conditional=self.label_vectors(generator) is not None))
         return metrics
 
@@ -238,8 +239,20 @@ def labelled_images(dataset: Dataset, limit: int = CLASSIFIER_IMAGES
     return torch.stack(images), labels.take(kept)
 
 
-def label_metrics(trained: TrainedClassifier, fake: torch.Tensor, requested: Labels,
-                  conditional: bool) -> dict[str, float]:
+def per_class_diversity(fake: torch.Tensor, real: torch.Tensor, requested: Labels
+                        ) -> dict[str, float]:
+    """`diversity/NAME`: each class's diversity ratio, its samples against the real images of
+    that class (a class that collapses alone shows here, not in the overall ratio)."""
+    ratios = {}
+    for class_id, name in enumerate(requested.names):
+        chosen = requested.values == class_id
+        if int(chosen.sum()) >= 2:
+            ratios[f"diversity/{name}"] = diversity_ratio(fake[chosen], real[chosen])
+    return ratios
+
+
+def label_metrics(trained: TrainedClassifier, fake: torch.Tensor, real: torch.Tensor,
+                  requested: Labels, conditional: bool) -> dict[str, float]:
     """What the label classifier reads of the samples: a conditional generator's accuracy at
     the labels asked of it (classes: `class/accuracy`; attributes: `attr/NAME` and their mean
     `attr/mean`); an unconditional one's class shares (`class/share_ratio`, max over min, and
@@ -251,7 +264,8 @@ def label_metrics(trained: TrainedClassifier, fake: torch.Tensor, requested: Lab
         return {**{f"attr/{name}": value for name, value in accuracy.items()},
                 "attr/mean": sum(accuracy.values()) / len(accuracy)}
     if conditional:
-        return {"class/accuracy": gan_test_accuracy(trained, fake, requested.values)}
+        return {"class/accuracy": gan_test_accuracy(trained, fake, requested.values),
+                **per_class_diversity(fake, real, requested)}
     shares = class_shares(trained, fake)
     return {"class/share_ratio": share_ratio(shares), "class/share_min": min(shares.values()),
             "class/share_max": max(shares.values())}

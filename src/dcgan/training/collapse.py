@@ -81,6 +81,7 @@ class CollapseDetector:
     def __init__(self, settings: Optional[CollapseSettings] = None):
         self.settings = settings or CollapseSettings()
         self.peak_diversity = 0.0  # the highest diversity ratio seen (kept by reset)
+        self.class_peaks: dict[str, float] = {}  # the same per class (class-conditional runs)
         self.reset()
 
     def reset(self) -> None:
@@ -91,6 +92,7 @@ class CollapseDetector:
         self._last_step: Optional[int] = None  # the window before this one
         self._fired = {signal: False for signal in SIGNALS}  # said so during this streak
         self._loss_g = deque(maxlen=2 * self.settings.patience)
+        self._classes_low: set[str] = set()  # classes below the floor at the last evaluation
 
     # -- the log windows ---------------------------------------------------------------------
 
@@ -141,6 +143,26 @@ class CollapseDetector:
                 f"diversity {diversity:.3f} < {floor:g}: the samples look alike (mode collapse)"))
         return None
 
+    def observe_class_diversity(self, step: int, per_class: dict[str, float]
+                                ) -> Optional[Verdict]:
+        """Each class's diversity ratio at one evaluation of a class-conditional run (its
+        samples against the real images of that class); a Verdict naming the classes that
+        fell below the floor after once reaching it, each once until it recovers."""
+        floor = self.settings.diversity_floor
+        low = {name: value for name, value in per_class.items()
+               if value < floor <= self.class_peaks.get(name, 0.0)}
+        for name, value in per_class.items():
+            self.class_peaks[name] = max(self.class_peaks.get(name, 0.0), float(value))
+        newly = sorted(set(low) - self._classes_low)
+        self._classes_low = set(low)
+        if not newly:
+            return None
+        named = ", ".join(f"{name} ({low[name]:.3f})" for name in newly)
+        return Verdict("low_diversity", int(step), (
+            f"collapse (low_diversity) at step {step}: class {named} collapsed alone: its "
+            f"samples look alike (diversity < {floor:g}) while the run as a whole varies; "
+            f"{_ADVICE['low_diversity']}"), onset=int(step))
+
     # -- shared ------------------------------------------------------------------------------
 
     def _advance(self, signal: str, holds: bool, step: int, needed: Optional[int] = None) -> bool:
@@ -176,7 +198,8 @@ class CollapseDetector:
         return {"streak": dict(self._streak),
                 "since": dict(self._since), "onset": dict(self._onset),
                 "fired": dict(self._fired), "last_step": self._last_step,
-                "loss_g": list(self._loss_g), "peak_diversity": self.peak_diversity}
+                "loss_g": list(self._loss_g), "peak_diversity": self.peak_diversity,
+                **({"class_peaks": dict(self.class_peaks)} if self.class_peaks else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Counters and history from `state_dict()`; the settings stay this detector's own."""
@@ -189,6 +212,7 @@ class CollapseDetector:
         self._onset = per_signal("onset", -1, int)
         self._fired = per_signal("fired", False, bool)
         self.peak_diversity = float(state.get("peak_diversity", 0.0))
+        self.class_peaks = {str(k): float(v) for k, v in state.get("class_peaks", {}).items()}
         last = state.get("last_step")
         self._last_step = None if last is None else int(last)
         self._loss_g = deque((float(v) for v in state.get("loss_g", [])),

@@ -20,6 +20,8 @@ from dcgan.training.settings import GANSettings
 
 log = logging.getLogger(__name__)
 
+CLASS_DIVERSITY = "diversity/"  # a class-conditional evaluation's per-class diversity ratios
+
 
 @dataclass(frozen=True)
 class RollbackSettings:
@@ -94,6 +96,10 @@ class CollapseGuard(Hook):
         if "diversity" not in loop.epoch_metrics:
             return None
         verdict = self.detector.observe_diversity(loop.step, loop.epoch_metrics["diversity"])
+        per_class = {key.partition("/")[2]: value for key, value in loop.epoch_metrics.items()
+                     if key.startswith(CLASS_DIVERSITY)}
+        if verdict is None and per_class:
+            verdict = self.detector.observe_class_diversity(loop.step, per_class)
         return self.act(loop, verdict)
 
     def act(self, loop: LoopView, verdict: Optional[Verdict]) -> Answer:
