@@ -167,3 +167,17 @@ def test_nonfinite_recovery_under_torchrun_keeps_the_ranks_identical(tmp_path):
     assert state["step"] == 8 and state["hooks"]["nonfinite"]["retries"] == 1
     assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
     assert all(torch.isfinite(t).all() for t in state["generator"].values())
+
+
+@pytest.mark.parametrize("style", ["concat", "projection"])
+def test_a_class_conditional_run_under_torchrun(tmp_path, style):
+    """Each rank feeds its share of the digits with their labels and draws its own labels for
+    fakes; the replicas stay identical and the checkpoint keeps the classes."""
+    run = tmp_path / "run"
+    result = torchrun("-m", "dcgan.cli.train", *SMALL, "dataset.image_size=32",
+                      "dataset.limit=64", "epochs=1", "condition=class",
+                      f"condition.style={style}", "eval.every=0", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (run / "train.log").read_text().count("weights identical on all 2 ranks") == 4
+    state = load(run / "checkpoints" / "last.pt")
+    assert state["labels"]["names"] == [str(digit) for digit in range(10)]
