@@ -279,7 +279,12 @@ def test_init_from_an_unconditional_run_only_when_asked(trained_run, tmp_path):
     source = load_checkpoint(trained_run / "checkpoints" / "last.pt")["generator"]
     started = load_checkpoint(tmp_path / "b" / "checkpoints" / "epoch_001.pt")
     assert started["arch"]["condition"] == "class"
-    assert source["main.0.weight"].shape == started["generator"]["main.0.weight"].shape
+    # G's first layer reads z and y (concat) and starts fresh; the next one came from the
+    # unconditional run and moved only by a few Adam steps of lr 2e-4 since
+    assert started["generator"]["main.0.weight"].shape != source["main.0.weight"].shape
+    moved = (started["generator"]["main.3.weight"] - source["main.3.weight"]).abs().max()
+    assert moved < 0.005 < source["main.3.weight"].abs().max()
+    assert "copied the shared weights" in (tmp_path / "b" / "train.log").read_text()
 
 
 @pytest.mark.parametrize("overrides,message", [
