@@ -348,7 +348,8 @@ def _validate_stabilisers(cfg: DictConfig) -> None:
     _validate_reg(cfg.reg, loss)
     _require(0 < cfg.lr_tail_fraction <= 1,
              f"lr_tail_fraction must be in (0, 1], got {cfg.lr_tail_fraction}")
-    blocks = Architecture(image_size=cfg.dataset.image_size).middle_blocks + 1  # D's convs but the last
+    # D's convolutions but the last one
+    blocks = Architecture(image_size=cfg.dataset.image_size).middle_blocks + 1
     _require(0 <= cfg.freeze_d <= blocks, f"freeze_d must be 0..{blocks} at "
              f"{cfg.dataset.image_size}x{cfg.dataset.image_size} (the last convolution always "
              f"trains), got {cfg.freeze_d}")
