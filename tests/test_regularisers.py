@@ -212,3 +212,19 @@ def test_the_settings_are_frozen_values(make_config):
     settings = gan_settings(make_config(*FAKE, *ALL_REGULARISERS), steps_per_epoch=4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.reg.r1.gamma = 0.0  # type: ignore[misc]
+
+
+def test_a_run_with_the_tail_equals_a_constant_run_until_the_tail_starts(cli, tmp_path):
+    """What lets a tail run start from a constant run's checkpoint at the tail's first step."""
+    common = [*TINY, "dataset=fake", "dataset.size=64", "epochs=2", "eval.every=0"]
+    for name, schedule in (("constant", []), ("tail", ["lr_schedule=linear_tail",
+                                                        "lr_tail_fraction=0.5"])):
+        result = cli("dcgan-train", *common, *schedule, f"hydra.run.dir={tmp_path / name}")
+        assert result.returncode == 0, result.stderr[-2000:]
+    weights = [torch.load(tmp_path / name / "checkpoints" / "epoch_001.pt",
+                          weights_only=True)["generator"] for name in ("constant", "tail")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    last = [torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
+            for name in ("constant", "tail")]
+    assert not torch.equal(last[0]["generator"]["main.0.weight"],
+                           last[1]["generator"]["main.0.weight"])

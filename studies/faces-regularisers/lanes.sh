@@ -12,9 +12,16 @@ fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$STUDY_DIR"
 # at the lowest CPU priority, so the machine stays usable for other work meanwhile
-lane() { for name in "$@"; do nice -n 19 "$HERE/run.sh" "$name" >> "$STUDY_DIR/$name.log" 2>&1; done; }
-# celeba_stable itself is re-run on the machine that runs the rest: a run on another machine
-# follows another trajectory, as another seed would
-lane stable lecam lrtail lecam_seed2 r1_seed2 &
-lane r1 bcr stable_seed2 bcr_seed2 lrtail_seed2 &
+run() { nice -n 19 "$HERE/run.sh" "$1" >> "$STUDY_DIR/$1.log" 2>&1; }
+# lrtail is stable until epoch 30 (its rates fall over the last 40% of 50 epochs): it starts
+# from stable's epoch-30 checkpoint, which an uninterrupted lrtail run reaches bit for bit
+tail_of() {
+    mkdir -p "$STUDY_DIR/$1/checkpoints"
+    [ -n "$(ls -A "$STUDY_DIR/$1/checkpoints")" ] ||
+        cp "$STUDY_DIR/$2/checkpoints/epoch_030.pt" "$STUDY_DIR/$1/checkpoints/"
+    run "$1"
+}
+# celeba_stable itself is re-run on the machine that runs the rest
+(run stable; tail_of lrtail stable; run r1; run lecam) &
+(run stable_seed2; tail_of lrtail_seed2 stable_seed2; run r1_seed2; run lecam_seed2; run bcr) &
 wait
