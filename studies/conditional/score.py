@@ -90,14 +90,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=os.environ.get("STUDY_DIR"))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--runs", nargs="*", default=None,
+                        help="score only these runs (the other rows of results.jsonl stay)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = []
+    results = args.out / "results.jsonl"
+    kept = [json.loads(line) for line in results.read_text().splitlines()
+            if args.runs is not None and results.is_file()]
+    rows = [row for row in kept if row["run"] not in args.runs] if args.runs else []
     for run in sorted(args.study.iterdir()):
-        if (run / "checkpoints" / "last.pt").is_file() and run.name.startswith(("digits", "cifar")):
+        wanted = args.runs is None or run.name in args.runs
+        if wanted and (run / "checkpoints" / "last.pt").is_file() and \
+                run.name.startswith(("digits", "cifar")):
             rows.append(score(args.study, run))
             print(json.dumps(rows[-1]), flush=True)
-    (args.out / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rows.sort(key=lambda row: row["run"])
+    results.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 if __name__ == "__main__":
