@@ -18,18 +18,11 @@
 # with _projection for condition.style=projection (default: concat), then _seedN for seed N
 # (default 1). DCGAN_SHARED_DATA holds cifar10/test and celeba/.
 set -euo pipefail
-if [ -z "${STUDY_DIR:-}" ] || [ -z "${DCGAN_SHARED_DATA:-}" ] || [ $# -lt 1 ]; then
-    echo "usage: STUDY_DIR=DIR DCGAN_SHARED_DATA=DIR $0 NAME [overrides]" >&2
-    exit 2
-fi
-NAME=$1; shift
-mkdir -p "$STUDY_DIR"
-STUDY_DIR=$(cd "$STUDY_DIR" && pwd)
-DATA=$(cd "$DCGAN_SHARED_DATA" && pwd)
+source "$(dirname "$0")/../run_args.sh"
+shift
+DATA=$SHARED_DATA
 HERE=$(cd "$(dirname "$0")" && pwd)
-TRAIN=${DCGAN_TRAIN:-dcgan-train}
-RECIPE_NAME=$NAME SEED=1 STYLE=concat
-if [[ $RECIPE_NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
+STYLE=concat
 if [[ $RECIPE_NAME =~ ^(.+)_projection$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} STYLE=projection; fi
 COMMON=(seed="$SEED" cpu_threads=1 resume=auto keep_last=0 hydra.run.dir="$STUDY_DIR/$NAME"
         condition.style=$STYLE)

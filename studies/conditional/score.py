@@ -95,9 +95,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = args.out / "results.jsonl"
-    kept = [json.loads(line) for line in results.read_text().splitlines()
-            if args.runs is not None and results.is_file()]
-    rows = [row for row in kept if row["run"] not in args.runs] if args.runs else []
+    rows = []  # with --runs, the other runs' rows of results.jsonl are kept
+    if args.runs and results.is_file():
+        rows = [row for row in map(json.loads, results.read_text().splitlines())
+                if row["run"] not in args.runs]
     for run in sorted(args.study.iterdir()):
         wanted = args.runs is None or run.name in args.runs
         if wanted and (run / "checkpoints" / "last.pt").is_file() and \

@@ -12,22 +12,14 @@
 # checkpoint. The recipe is spelled out in full (not read from the experiment file alone), so a
 # run resumed after the shipped recipe changes keeps the settings it began with.
 set -euo pipefail
-if [ -z "${STUDY_DIR:-}" ] || [ -z "${DCGAN_SHARED_DATA:-}" ] || [ $# -lt 1 ]; then
-    echo "usage: STUDY_DIR=DIR DCGAN_SHARED_DATA=DIR $0 NAME [overrides]" >&2
-    exit 2
-fi
-NAME=$1; shift
-mkdir -p "$STUDY_DIR"
-STUDY_DIR=$(cd "$STUDY_DIR" && pwd)
-DATA=$(cd "$DCGAN_SHARED_DATA" && pwd)/celeba
+source "$(dirname "$0")/../run_args.sh"
+shift
+DATA=$SHARED_DATA/celeba
 CACHE=$STUDY_DIR/cache
-TRAIN=${DCGAN_TRAIN:-dcgan-train}
 PREPARE=${DCGAN_PREPARE:-dcgan-prepare}
 if [ ! -d "$CACHE" ] || [ -z "$(ls -A "$CACHE" 2>/dev/null)" ]; then
     $PREPARE dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache_dir="$CACHE"
 fi
-RECIPE_NAME=$NAME SEED=1
-if [[ $NAME =~ ^(.+)_seed([0-9]+)$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} SEED=${BASH_REMATCH[2]}; fi
 # celeba_stable as shipped: DiffAugment, one-sided label smoothing, mirroring, an EMA of G with
 # a half-life of 10,000 images
 STABLE=(+experiment=celeba_stable dataset.mirror=true "augment.ops=[translation,color,cutout]"
