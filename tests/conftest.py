@@ -13,6 +13,15 @@ import pytest
 from dcgan.config import compose_config as compose_real_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (`-n 2`, the README's test command) each worker, and every command it
+# starts, uses one CPU thread: two workers that each spread over every core slow each other far
+# below half speed, and the tests' tiny networks gain little from a second thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # Small enough that two epochs take a second or two on a 2-core CPU, and still 64x64 images.

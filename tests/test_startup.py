@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-LOADS_TORCH = "import dcgan.config, dcgan.cli.train, sys; print('torch' in sys.modules)"
+LOADS_TORCH = ("import dcgan.config, dcgan.cli.train, dcgan.store.run_lock, sys; "
+               "print('torch' in sys.modules)")
 
 
 def test_the_config_and_the_entry_point_load_no_torch():

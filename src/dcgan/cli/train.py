@@ -13,7 +13,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import hydra
 from hydra._internal.utils import get_args_parser
@@ -23,14 +23,13 @@ from omegaconf import DictConfig
 
 from dcgan.config import check_overrides, config_dir, expand_shorthands, register_configs
 from dcgan.errors import DCGANError, exit_with, usage_error
-
-if TYPE_CHECKING:
-    from dcgan.runtime.distributed import Distributed
+from dcgan.runtime import distributed
+from dcgan.runtime.distributed import SINGLE, Distributed
 
 # The training itself (dcgan.cli.run and what it pulls in: torch, the loop, the hooks,
-# TensorBoard, the report) is imported once Hydra has composed a config to train on, and the
-# process group only under torchrun, so that --help, --cfg and a refused command line answer
-# without loading torch.
+# TensorBoard, the report) is imported once Hydra has composed a config to train on, and torch
+# only then (or for the process group under torchrun), so that --help, --cfg and a refused
+# command line answer without loading it.
 
 log = logging.getLogger("dcgan")
 
@@ -59,7 +58,6 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     from dcgan.cli.run import train
-    from dcgan.runtime import distributed
     from dcgan.runtime.process import StopNow
 
     hydra_cfg = HydraConfig.get()
@@ -112,8 +110,6 @@ def distributed_arguments(argv: list[str], layout: Optional[Distributed]) -> lis
     files and log written by rank 0 only. `layout`: None for a single process."""
     if layout is None or not layout.enabled:
         return argv
-    from dcgan.runtime import distributed
-
     if not any(arg.startswith("hydra.run.dir=") for arg in argv):
         stamp = distributed.broadcast_object(time.strftime("%Y-%m-%d_%H-%M-%S"), layout)
         argv = [*argv, f"hydra.run.dir=runs/${{dataset.name}}/{stamp}"]
@@ -131,12 +127,6 @@ def explicit_run_dir(argv: list[str]) -> Optional[Path]:
     return None if not explicit or "${" in explicit[-1] else Path(explicit[-1]).expanduser()
 
 
-def launched_by_torchrun() -> bool:
-    """Whether torchrun started this process as one of several ranks (the WORLD_SIZE that
-    distributed.from_environment reads); a single process needs no process group."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def run(argv: list[str], layout: Optional[Distributed]) -> None:
     """Hydra composes the config and trains; `layout`: None for a single process."""
     sys.argv = distributed_arguments(route_resume_to_run_dir(argv), layout)
@@ -144,7 +134,6 @@ def run(argv: list[str], layout: Optional[Distributed]) -> None:
     with ExitStack() as held:
         run_dir = explicit_run_dir(sys.argv)
         if run_dir is not None:  # before Hydra writes .hydra/ and its log there
-            from dcgan.runtime.distributed import SINGLE
             from dcgan.store.run_lock import sole_writer
             try:
                 held.enter_context(sole_writer(run_dir, layout or SINGLE))
@@ -156,8 +145,6 @@ def run(argv: list[str], layout: Optional[Distributed]) -> None:
 def run_in_process_group(argv: list[str]) -> None:
     """`run` as one rank of a torchrun launch, inside the process group."""
     import torch
-
-    from dcgan.runtime import distributed
 
     layout = distributed.from_environment()
     try:
@@ -176,7 +163,7 @@ def run_in_process_group(argv: list[str]) -> None:
 def main() -> None:
     argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
     check_command_line(argv)
-    if launched_by_torchrun():
+    if distributed.from_environment().enabled:
         run_in_process_group(argv)
     else:
         run(argv, layout=None)

@@ -4,6 +4,9 @@
 
 Every process trains on its own shard of each epoch with DistributedDataParallel (NCCL on
 GPUs, Gloo on the CPU); rank 0 alone writes TensorBoard, samples and checkpoints.
+
+The layout (`Distributed`, `from_environment`) loads no torch, so the entry point and the run
+lock use it before torch is imported; the collectives import it when they run.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import gc
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, Any
 
 from dcgan.errors import DCGANError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ def from_environment() -> Distributed:
 
 def start(layout: Distributed, use_cuda: bool) -> None:
     """Join the process group: NCCL when training on CUDA GPUs, Gloo otherwise."""
+    import torch
+    import torch.distributed as dist
+
     if not layout.enabled or dist.is_initialized():
         return
     backend = "nccl" if use_cuda else "gloo"
@@ -67,6 +73,8 @@ def stop(all_finished: bool = False) -> None:
     does, and they first wait for each other (rank 0 writes the report last), rather than one
     tearing its connections down while another still works: a rank that left early was seen
     to abort at exit (gloo, "terminate called without an active exception")."""
+    import torch.distributed as dist
+
     if dist.is_initialized():
         # the run's objects go first: DDP's reducer keeps the process group alive, and a gloo
         # group destroyed later, at interpreter exit, aborts the process
@@ -80,6 +88,8 @@ def broadcast_object(value: Any, layout: Distributed) -> Any:
     """Rank 0's value, on every rank."""
     if not layout.enabled:
         return value
+    import torch.distributed as dist
+
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
@@ -89,6 +99,8 @@ def gather_objects(value: Any, layout: Distributed) -> list[Any]:
     """Every rank's value, in rank order, on every rank."""
     if not layout.enabled:
         return [value]
+    import torch.distributed as dist
+
     values: list[Any] = [None] * layout.world_size
     dist.all_gather_object(values, value)
     return values
@@ -98,6 +110,9 @@ def any_rank(flag: bool, layout: Distributed, device: torch.device) -> bool:
     """True on every rank if it is True on any rank (e.g. one rank got Ctrl-C)."""
     if not layout.enabled:
         return flag
+    import torch
+    import torch.distributed as dist
+
     tensor = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
@@ -107,6 +122,9 @@ def mean_over_ranks(value: float, layout: Distributed, device: torch.device) -> 
     """The mean of `value` over all ranks (the value itself in one process)."""
     if not layout.enabled:
         return value
+    import torch
+    import torch.distributed as dist
+
     tensor = torch.tensor([value], dtype=torch.float64 if device.type != "mps" else torch.float32,
                           device=device)
     dist.all_reduce(tensor)
@@ -118,6 +136,8 @@ def tensor_mean_over_ranks(tensor: torch.Tensor, layout: Distributed) -> torch.T
     process."""
     if not layout.enabled:
         return tensor
+    import torch.distributed as dist
+
     tensor = tensor.clone()
     dist.all_reduce(tensor)
     return tensor / layout.world_size
@@ -137,6 +157,8 @@ def window_over_ranks(values: dict[str, float], layout: Distributed) -> dict[str
 
 def barrier(layout: Distributed) -> None:
     if layout.enabled:
+        import torch.distributed as dist
+
         dist.barrier()
 
 
@@ -146,6 +168,8 @@ def weights_digest(module: torch.nn.Module) -> str:
     BatchNorm running statistics are left out: each rank updates them from its own batches and
     DistributedDataParallel copies rank 0's over them at the start of each forward pass.
     """
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in module.named_parameters():
         digest.update(name.encode())
