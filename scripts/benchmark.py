@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py            # a few minutes
     python scripts/benchmark.py --quick    # under a minute
+    python scripts/benchmark.py --contention  # on a busy CPU (scripts/benchmark_contention.py)
 
 Measures, at the default architecture (64x64, ngf=ndf=64, 3 channels, batch 128):
   - training: real images per second of dcgan's GANPair.train_step and of a reference loop
@@ -377,7 +378,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--bf16", action="store_true",
                         help="time bf16 on a CPU even without native bf16 (slow there)")
+    parser.add_argument("--contention", action="store_true",
+                        help="only the trainer beside busy processes, as ratios to it alone")
+    parser.add_argument("--repeats", type=int, default=3, help="--contention: rounds to take "
+                        "the median of")
     args = parser.parse_args()
+    if args.contention:
+        from benchmark_contention import measure, report
+
+        report(measure(args.repeats), cpu_name())
+        return
     device = resolve_device(args.device)
     configure_backends(device, None)  # cudnn.benchmark on CUDA, as in the textbook example too
     windows, steps, warmup = (3, 1, 1) if args.quick else (7, 3, 2)

@@ -39,6 +39,7 @@ OUTPUT = ROOT / "docs" / "configuration.md"
 ANY_TYPES = {
     "data_on_device": "auto, true or false",
     "cuda_graphs": "auto, true or false",
+    "cpu_threads": "auto, int >= 1, or null",
     "augment.p": "float in [0, 1], or ada",
 }
 

@@ -9,19 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dcgan.config import compose_config as compose_real_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Under pytest-xdist (`-n 2`, the README's test command) each worker, and every command it
-# starts, uses one CPU thread: two workers that each spread over every core slow each other far
-# below half speed, and the tests' tiny networks gain little from a second thread.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
+# Every test, and every command it starts, uses one CPU thread: under pytest-xdist (`-n auto`,
+# the README's test command) two workers that each spread over every core slow each other far
+# below half speed, the tests' tiny networks gain little from a second thread, and runs that
+# are compared bit for bit must not choose their thread count (cpu_threads=auto) from the load
+# of the moment. tests/test_cpu_share.py lifts it to test the choice itself.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
-    torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("DCGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # Small enough that two epochs take a second or two on a 2-core CPU, and still 64x64 images.

@@ -261,7 +261,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile both networks (pays on GPUs for long runs)
     cuda_graphs: Any = "auto"  # replay each kind of training step as a CUDA graph: auto | true | false
     adam: AdamImpl = AdamImpl.auto
-    cpu_threads: Optional[int] = None  # torch intra-op threads on the CPU; null = torch's choice
+    cpu_threads: Any = "auto"  # CPU threads: auto (the usable CPUs left idle) | N | null (torch)
     ddp_check_every: int = 0  # torchrun: every N steps verify all ranks hold identical weights
     # the objective and the stabilisers (docs/stable-training.md); each off by default
     loss: LossKind = LossKind.bce
@@ -311,8 +311,11 @@ def validate(cfg: DictConfig) -> None:
              f"ckpt_every_steps must be 0 (only per epoch) or more, got {cfg.ckpt_every_steps}")
     _require(cfg.keep_last >= 0, f"keep_last must be 0 (keep all) or more, got {cfg.keep_last}")
     _require(cfg.ddp_check_every >= 0, f"ddp_check_every must be 0 or more, got {cfg.ddp_check_every}")
-    _require(cfg.cpu_threads is None or cfg.cpu_threads >= 1,
-             f"cpu_threads must be at least 1 (or null), got {cfg.cpu_threads}")
+    _require(cfg.cpu_threads in ("auto", None) or (
+        isinstance(cfg.cpu_threads, int) and not isinstance(cfg.cpu_threads, bool)
+        and cfg.cpu_threads >= 1),
+             f"cpu_threads must be auto, a number of threads of at least 1, or null, got "
+             f"{cfg.cpu_threads}")
     for name in ("nz", "ngf", "ndf"):
         value = cfg.model[name]
         _require(value >= 1, f"model.{name} must be at least 1, got {value}")

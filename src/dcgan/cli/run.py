@@ -31,6 +31,7 @@ from dcgan.reporting.loggers.csv import CSVLogger
 from dcgan.reporting.loggers.tensorboard import TensorBoardLogger
 from dcgan.reporting.page import REPORT_FILE, write_report
 from dcgan.reporting.sweeps import SUMMARY_FILE
+from dcgan.runtime.cpu_share import choose_cpu_threads
 from dcgan.runtime.distributed import SINGLE, Distributed
 from dcgan.runtime.process import (
     StopSignals,
@@ -119,6 +120,15 @@ def train(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
         run_training(cfg, task_overrides, run_dir, layout)
 
 
+def resolve_cpu_threads(cfg: DictConfig) -> None:
+    """cpu_threads=auto becomes the count chosen now, so checkpoints keep it and a resumed run
+    trains with the threads it started with (torch's results depend on the count)."""
+    if cfg.cpu_threads == "auto":
+        choice = choose_cpu_threads()
+        log.info(choice.describe())
+        cfg.cpu_threads = choice.threads
+
+
 def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
                  layout: Distributed = SINGLE) -> None:
     """`train`, with the run directory held."""
@@ -126,6 +136,7 @@ def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     if resumed is not None:
         cfg = apply_resume_overrides(resumed[1]["config"], cfg, task_overrides)
     validate(cfg)
+    resolve_cpu_threads(cfg)
     OmegaConf.set_readonly(cfg, True)  # from here on the config is only read
     device = resolve_device(cfg.device, layout.local_rank)
     configure_backends(device, cfg.cpu_threads)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from dcgan.config import check_overrides, config_dir, expand_shorthands, register_configs
 from dcgan.errors import DCGANError, exit_with, usage_error
-from dcgan.runtime import distributed
+from dcgan.runtime import cpu_share, distributed
 from dcgan.runtime.distributed import SINGLE, Distributed
 
 # The training itself (dcgan.cli.run and what it pulls in: torch, the loop, the hooks,
@@ -161,6 +161,7 @@ def run_in_process_group(argv: list[str]) -> None:
 
 
 def main() -> None:
+    cpu_share.note_start()  # cpu_threads=auto watches the other processes from here
     argv = [sys.argv[0], *expand_shorthands(sys.argv[1:])]
     check_command_line(argv)
     if distributed.from_environment().enabled:
