@@ -15,6 +15,7 @@ mkdir -p "$STUDY_DIR"
 run() { nice -n 19 "$HERE/run.sh" "$1" >> "$STUDY_DIR/$1.log" 2>&1; }
 # lrtail is stable until epoch 30 (its rates fall over the last 40% of 50 epochs): it starts
 # from stable's epoch-30 checkpoint, which an uninterrupted lrtail run reaches bit for bit
+# (r1_lrtail likewise from r1's)
 tail_of() {
     mkdir -p "$STUDY_DIR/$1/checkpoints"
     [ -n "$(ls -A "$STUDY_DIR/$1/checkpoints")" ] ||
@@ -22,6 +23,7 @@ tail_of() {
     run "$1"
 }
 # celeba_stable itself is re-run on the machine that runs the rest
-(run stable; tail_of lrtail stable; run r1; run lecam) &
-(run stable_seed2; tail_of lrtail_seed2 stable_seed2; run r1_seed2; run lecam_seed2; run bcr) &
+(run stable; tail_of lrtail stable; run r1; run lecam; tail_of r1_lrtail r1) &
+(run stable_seed2; tail_of lrtail_seed2 stable_seed2; run r1_seed2; run lecam_seed2; run bcr;
+ tail_of r1_lrtail_seed2 r1_seed2) &
 wait

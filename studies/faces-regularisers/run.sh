@@ -35,6 +35,9 @@ case $RECIPE_NAME in
     bcr)    RECIPE=(reg.bcr.real=10 reg.bcr.fake=10 "reg.bcr.ops=[translation,cutout]") ;;
     # the rates fall linearly over the last 40% (from epoch 30, where the recipe stops improving)
     lrtail) RECIPE=(lr_schedule=linear_tail lr_tail_fraction=0.4) ;;
+    # the best two at seed 1 together: r1 until epoch 30, then its rates fall as lrtail's do
+    r1_lrtail) RECIPE=(reg.r1.gamma=0.1 reg.r1.interval=16 lr_schedule=linear_tail
+                       lr_tail_fraction=0.4) ;;
     *)      RECIPE=() ;;  # a new recipe: its overrides come as the extra arguments
 esac
 exec $TRAIN dataset=celeba dataset.root="$DATA" dataset.split=train dataset.cache=true \
