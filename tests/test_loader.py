@@ -133,5 +133,12 @@ def test_training_from_the_device_feed_equals_the_loader(make_config, tmp_path, 
         assert torch.equal(tensor, fed["generator"][name]), name
     for name, tensor in straight["discriminator"].items():
         assert torch.equal(tensor, fed["discriminator"][name]), name
-    assert "data_on_device must be auto, true or false" in cli(
-        "dcgan-train", *args, "data_on_device=maybe").stderr
+
+
+def test_data_on_device_takes_auto_true_or_false(make_config):
+    from dcgan.config import validate
+
+    for value in ("auto", "true", "false"):
+        validate(make_config(f"data_on_device={value}"))
+    with pytest.raises(DCGANError, match="data_on_device must be auto, true or false"):
+        validate(make_config("data_on_device=maybe"))

@@ -146,17 +146,7 @@ def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     seed_everything(cfg.seed + layout.rank)  # each rank its own noise; DDP syncs the weights
     dataset = dataset_for(cfg)
     trainer = build_trainer(cfg, dataset, run_dir, device, layout)
-    if resumed is not None:
-        try:
-            trainer.load_state_dict(resumed[1])
-        except DCGANError as error:
-            raise DCGANError(f"cannot resume from {resumed[0]}: {error}") from error
-    elif cfg.init_from:  # (a fine-tuning run that was resumed goes on from its own state)
-        source = resolve_checkpoint(cfg.init_from)
-        initialise_from(trainer.gan, load_checkpoint(source), str(source), cfg.init_from_optim,
-                        cfg.init_from_unconditional)
-        log.info("starting from the weights of %s%s", source,
-                 " and its optimiser moments" if cfg.init_from_optim else "")
+    start_from(trainer, cfg, resumed)
     if layout.is_main:
         write_config(run_dir, cfg)
     log.info("run directory: %s (%d images, device %s%s)", run_dir, len(dataset), device,
@@ -180,6 +170,22 @@ def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
     trainer.loggers.close()
     trainer.checkpoints.finish_writes()
     conclude(outcome, trainer, run_dir, time.perf_counter() - started)
+
+
+def start_from(trainer: Trainer, cfg: DictConfig,
+               resumed: Optional[tuple[Path, dict[str, Any]]]) -> None:
+    """The resumed checkpoint's whole state, or init_from's weights, or nothing (fresh)."""
+    if resumed is not None:
+        try:
+            trainer.load_state_dict(resumed[1])
+        except DCGANError as error:
+            raise DCGANError(f"cannot resume from {resumed[0]}: {error}") from error
+    elif cfg.init_from:  # (a fine-tuning run that was resumed goes on from its own state)
+        source = resolve_checkpoint(cfg.init_from)
+        initialise_from(trainer.gan, load_checkpoint(source), str(source), cfg.init_from_optim,
+                        cfg.init_from_unconditional)
+        log.info("starting from the weights of %s%s", source,
+                 " and its optimiser moments" if cfg.init_from_optim else "")
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path, purge_step: int) -> Loggers:
