@@ -71,7 +71,7 @@ def uninterrupted(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, uninterrupted, signum):
     run = tmp_path / "run"
-    process = start_training(*LONG_EPOCH, "epochs=1", "ckpt_every_steps=3",
+    process = start_training(*LONG_EPOCH, "epochs=1", "ckpt_every_steps=3", "report=true",
                              f"hydra.run.dir={run}")
     wait_for(run / "checkpoints" / "step_0000003.pt", process)
     process.send_signal(signum)

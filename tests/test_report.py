@@ -72,7 +72,8 @@ def reported_run(tmp_path_factory) -> Path:
     from tests.conftest import run_cli
 
     run = tmp_path_factory.mktemp("report") / "run"
-    run_cli("dcgan-train", *TINY, "epochs=2", "eval.n_samples=32", f"hydra.run.dir={run}",
+    run_cli("dcgan-train", *TINY, "report=true", "epochs=2", "eval.n_samples=32",
+            f"hydra.run.dir={run}",
             check=True)
     return run
 
@@ -202,3 +203,15 @@ def test_a_run_the_guard_stops_still_gets_its_report(cli, tmp_path):
     assert result.returncode == 4, result.stderr[-2000:]
     assert "stopped by the collapse guard at epoch 1, step 5" in read_page(run).all_text
     assert json.loads((run / "summary.json").read_text())["status"] == "collapsed"
+
+
+@pytest.mark.slow
+def test_report_false_leaves_the_page_to_dcgan_report(cli, trained_run, tmp_path):
+    """trained_run trains with the tests' report=false: the summary is there, the page is not
+    until dcgan-report writes it."""
+    assert json.loads((trained_run / "summary.json").read_text())["status"] == "finished"
+    assert not (trained_run / "report.html").exists()
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cli("dcgan-report", str(run), check=True)
+    assert CURVE_TAGS <= set(read_page(run).curves)

@@ -255,6 +255,7 @@ class TrainConfig:
     freeze_d: int = 0  # D's first N convolution blocks stay fixed (Mo et al., 2020)
     ckpt_every_steps: int = 0  # extra step checkpoints every N steps; 0 = only per epoch
     keep_last: int = 3  # numbered checkpoints of each kind to keep; 0 = keep all
+    report: bool = True  # write report.html when the run ends (dcgan-report RUN_DIR: any time)
     # speed: each default is the fast choice measured on its device (docs/performance.md)
     precision: Precision = Precision.auto
     channels_last: bool = True  # NHWC convolutions: faster on CPUs and tensor cores

@@ -165,11 +165,12 @@ def run_training(cfg: DictConfig, task_overrides: list[str], run_dir: Path,
         trainer.loggers.close()
         trainer.checkpoints.finish_writes(raise_errors=False)  # reported, not raised over `error`
         if layout.is_main:
-            write_run_files(run_dir, trainer, ended_by_error(error), time.perf_counter() - started)
+            write_run_files(run_dir, trainer, ended_by_error(error), time.perf_counter() - started,
+                            cfg.report)
         raise
     trainer.loggers.close()
     trainer.checkpoints.finish_writes()
-    conclude(outcome, trainer, run_dir, time.perf_counter() - started)
+    conclude(outcome, trainer, run_dir, time.perf_counter() - started, cfg.report)
 
 
 def start_from(trainer: Trainer, cfg: DictConfig,
@@ -212,11 +213,12 @@ def refuse_under_torchrun(cfg: DictConfig, device: torch.device, layout: Distrib
                          "not synchronised by DistributedDataParallel); use hinge under torchrun")
 
 
-def conclude(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float) -> None:
+def conclude(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float,
+             report: bool = True) -> None:
     """Write the summary and the report, tell the user how the run ended; a stopped run
     leaves with its exit code."""
     if trainer.layout.is_main:
-        write_run_files(run_dir, trainer, status_of(outcome, trainer), seconds)
+        write_run_files(run_dir, trainer, status_of(outcome, trainer), seconds, report)
     if outcome.signum is not None:
         log.warning("stopped by %s at epoch %d, batch %d of the epoch (step %d); saved %s",
                     signal.Signals(outcome.signum).name, trainer.epoch + 1,
@@ -227,7 +229,7 @@ def conclude(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float) 
         raise CollapseStop(outcome.reason)
     if not trainer.layout.is_main:
         return
-    log.info("done. report: %s", run_dir / REPORT_FILE)
+    log.info("done. report: %s", run_dir / REPORT_FILE if report else f"dcgan-report {run_dir}")
     log.info("TensorBoard: tensorboard --logdir %s", run_dir)
     log.info("samples: dcgan-sample --ckpt %s --n 16", run_dir)
     log.info("continue: dcgan-train resume=%s epochs=%d", run_dir, trainer.epoch + 5)
@@ -251,12 +253,13 @@ def ended_by_error(error: BaseException) -> tuple[str, str]:
 
 
 def write_run_files(run_dir: Path, trainer: Trainer, status: tuple[str, str],
-                    seconds: float) -> None:
-    """summary.json and report.html; a failure here is reported, never raised over the
-    outcome of the run itself."""
+                    seconds: float, report: bool = True) -> None:
+    """summary.json and (unless report=false) report.html; a failure here is reported, never
+    raised over the outcome of the run itself."""
     try:
         write_summary(run_dir, trainer, status, seconds)
-        write_report(run_dir, status[1])
+        if report:
+            write_report(run_dir, status[1])
     except Exception as error:  # the run's own result matters more than its report
         log.warning("could not write the run summary or report.html: %s", error)
 
