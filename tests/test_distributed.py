@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 SMALL = ["model.ngf=8", "model.ndf=8", "model.nz=16", "batch_size=8", "device=cpu",
-         "ddp_check_every=1", "log_every=2"]
+         "ddp_check_every=1", "log_every=2", "report=false"]
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -53,6 +53,7 @@ def command(images: Path, run_dir: Path) -> list[str]:
             "dataset.limit=null", "num_workers=0", "model.ngf=16", "model.ndf=16", "model.nz=16",
             f"batch_size={BATCH}", f"epochs={EPOCHS}", "log_every=1", "ckpt_every_steps=2",
             "keep_last=2", "eval.n_samples=96", "device=cpu", "cpu_threads=1", "resume=auto",
+            "report=false",
             f"hydra.run.dir={run_dir}"]
 
 
