@@ -76,10 +76,10 @@ def test_csv_and_wandb_get_the_run_and_resume_continues_them(tmp_path, monkeypat
     assert [int(r["step"]) for r in rows if r["loss/d"]] == list(range(1, 13))
 
 
-def test_a_missing_logger_package_is_one_line_before_training(tmp_path):
+def test_a_missing_logger_package_is_one_line_before_training(cli, tmp_path):
     from tests.conftest import user_error_line
 
-    result = run_cli("dcgan-train", *TINY, "logger=[tensorboard,nope]",
+    result = cli("dcgan-train", *TINY, "logger=[tensorboard,nope]",
                      f"hydra.run.dir={tmp_path / 'run'}")
     assert "unknown logger 'nope'" in user_error_line(result)
     assert not (tmp_path / "run" / "checkpoints").exists()
