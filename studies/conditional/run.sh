@@ -8,6 +8,7 @@
 #   digits_cond, digits_uncond         the quickstart (bundled MNIST test digits, 32x32,
 #                                      15 epochs), with condition=class or without
 #   digits_cond_halflife               digits_cond with an EMA half-life of 10,000 images
+#   digits_uncond_halflife             digits_uncond with it
 #   cifar_cond, cifar_uncond           CIFAR-10: 9,000 of the 10,000 test images (900 a
 #                                      class; the other 1,000 are held out for scoring), 32x32,
 #                                      the quickstart's networks and recipe, 30 epochs
@@ -32,6 +33,7 @@ case $RECIPE_NAME in
     # the moving average of G with a half-life of 10,000 images instead of decay 0.999
     digits_cond_halflife)
         RUN=(+experiment=quickstart condition=class ema.decay=0 ema.half_life_images=10000) ;;
+    digits_uncond_halflife) RUN=(+experiment=quickstart ema.decay=0 ema.half_life_images=10000) ;;
     cifar_cond|cifar_uncond)
         python "$HERE/cifar_split.py" "$DATA/cifar10/test" "$STUDY_DIR/cifar10"
         CONDITION=none; [ "$RECIPE_NAME" = cifar_cond ] && CONDITION=class
