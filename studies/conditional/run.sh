@@ -27,9 +27,12 @@ STYLE=concat
 if [[ $RECIPE_NAME =~ ^(.+)_projection$ ]]; then RECIPE_NAME=${BASH_REMATCH[1]} STYLE=projection; fi
 COMMON=(seed="$SEED" cpu_threads=1 resume=auto keep_last=0 hydra.run.dir="$STUDY_DIR/$NAME"
         condition.style=$STYLE)
+# the quickstart's moving average of G when the study began (a per-step decay); the
+# quickstart now uses the half-life of the _halflife runs
+DECAY=(ema.decay=0.999 ema.half_life_images=null)
 case $RECIPE_NAME in
-    digits_cond)   RUN=(+experiment=quickstart condition=class) ;;
-    digits_uncond) RUN=(+experiment=quickstart) ;;
+    digits_cond)   RUN=(+experiment=quickstart condition=class "${DECAY[@]}") ;;
+    digits_uncond) RUN=(+experiment=quickstart "${DECAY[@]}") ;;
     # the moving average of G with a half-life of 10,000 images instead of decay 0.999
     digits_cond_halflife)
         RUN=(+experiment=quickstart condition=class ema.decay=0 ema.half_life_images=10000) ;;
@@ -38,7 +41,7 @@ case $RECIPE_NAME in
         python "$HERE/cifar_split.py" "$DATA/cifar10/test" "$STUDY_DIR/cifar10"
         CONDITION=none; [ "$RECIPE_NAME" = cifar_cond ] && CONDITION=class
         RUN=(+experiment=quickstart dataset=cifar10 dataset.root="$STUDY_DIR/cifar10/train"
-             dataset.image_size=32 condition=$CONDITION epochs=30 eval.every=5) ;;
+             dataset.image_size=32 condition=$CONDITION epochs=30 eval.every=5 "${DECAY[@]}") ;;
     faces_attrs)
         RUN=(dataset=celeba dataset.root="$DATA/celeba" dataset.split=train dataset.cache=true
              dataset.cache_dir="$STUDY_DIR/cache" condition=attributes
