@@ -2,10 +2,10 @@
 processes leave idle, chosen once when a run starts.
 
 Two threads that spin-wait for each other while a core is taken by another process run far
-below their share (2-core AMD EPYC, quickstart networks: 23% of alone beside one busy loop, 8%
-each for two trainers side by side; one thread gets 50% and 52%: docs/performance.md). The
-count is fixed for the run, and kept on resume, because torch's results depend on it bit for
-bit. Loads no torch.
+below their share (2-core AMD EPYC, quickstart networks: 25% of alone beside one busy loop, 14%
+each for two trainers side by side; with the counts auto chooses 59% and 61%:
+docs/performance.md). The count is fixed for the run, and kept on resume, because torch's
+results depend on it bit for bit. Loads no torch.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def cgroup_quota(cpu_max: Path = CGROUP_CPU_MAX) -> float | None:
 def cpu_times(cpus: set[int] | None = None, stat: Path = PROC_STAT) -> tuple[float, float] | None:
     """(busy, total) jiffies summed over `cpus` (all when None) from /proc/stat. Niced time
     counts as busy: even a nice-19 process gets slices of its core, and each one stalls a
-    thread the other threads spin-wait for (measured: a 2-thread quickstart beside two nice-19
-    trainings ran at about a fifth of its speed alone)."""
+    thread the other threads spin-wait for (measured: the quickstart beside two nice-19
+    trainings, 138-200 img/s with two threads, 707 with one)."""
     try:
         lines = stat.read_text().splitlines()
     except OSError:
