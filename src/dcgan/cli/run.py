@@ -214,7 +214,7 @@ def refuse_under_torchrun(cfg: DictConfig, device: torch.device, layout: Distrib
 
 
 def conclude(outcome: Outcome, trainer: Trainer, run_dir: Path, seconds: float,
-             report: bool = True) -> None:
+             report: bool) -> None:
     """Write the summary and the report, tell the user how the run ended; a stopped run
     leaves with its exit code."""
     if trainer.layout.is_main:
@@ -253,7 +253,7 @@ def ended_by_error(error: BaseException) -> tuple[str, str]:
 
 
 def write_run_files(run_dir: Path, trainer: Trainer, status: tuple[str, str],
-                    seconds: float, report: bool = True) -> None:
+                    seconds: float, report: bool) -> None:
     """summary.json and (unless report=false) report.html; a failure here is reported, never
     raised over the outcome of the run itself."""
     try:

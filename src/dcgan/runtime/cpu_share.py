@@ -25,19 +25,24 @@ PROC_STAT = Path("/proc/stat")
 class ThreadChoice:
     threads: int
     usable: int  # CPUs this process may use
-    busy: float | None  # CPUs other processes kept busy while watched; None: not measurable
-    reason: str
+    reason: str  # why this count, for the log
 
     def describe(self) -> str:
         return f"cpu_threads=auto: {self.threads} of {self.usable} usable CPUs ({self.reason})"
 
 
+def affinity() -> set[int] | None:
+    """The CPUs this process may run on; None where the system does not say (not Linux)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def usable_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """The CPUs this process may run on (its affinity mask), capped by a cgroup CPU quota."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
+    mask = affinity()
+    cpus = len(mask) if mask is not None else (os.cpu_count() or 1)
     quota = cgroup_quota(cgroup_cpu_max)
     if quota is not None:
         cpus = min(cpus, max(1, math.floor(quota)))
@@ -87,10 +92,7 @@ class Snapshot:
 
 
 def snapshot() -> Snapshot | None:
-    try:
-        cpus: set[int] | None = set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = None
+    cpus = affinity()
     times = cpu_times(cpus)
     if times is None:
         return None
@@ -133,11 +135,11 @@ def choose_cpu_threads(probe_seconds: float = PROBE_SECONDS) -> ThreadChoice:
     usable = usable_cpus()
     from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if from_env.isdigit() and int(from_env) >= 1:
-        return ThreadChoice(int(from_env), usable, None, "OMP_NUM_THREADS is set")
+        return ThreadChoice(int(from_env), usable, "OMP_NUM_THREADS is set")
     if usable == 1:
-        return ThreadChoice(1, 1, None, "one usable CPU")
+        return ThreadChoice(1, 1, "one usable CPU")
     busy = busy_cpus_of_others(probe_seconds, since=_started)
     if busy is None:
-        return ThreadChoice(usable, usable, None, "the other processes' load is not readable")
+        return ThreadChoice(usable, usable, "the other processes' load is not readable")
     threads = max(1, usable - round(busy))
-    return ThreadChoice(threads, usable, busy, f"{busy:.1f} kept busy by other processes")
+    return ThreadChoice(threads, usable, f"{busy:.1f} kept busy by other processes")
