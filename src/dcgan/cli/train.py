@@ -71,6 +71,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         exit_with(error)
     except StopNow as stop:
         log.warning("stopped at once by a second %s; the last checkpoint is intact", stop)
+        log.warning("resume with: dcgan-train resume=%s", hydra_cfg.runtime.output_dir)
         raise SystemExit(128 + stop.signum) from None
 
 
