@@ -4,9 +4,10 @@ writes checkpoints, and load last.pt after every kill.
 Usage: python tests/kill_during_checkpoint.py RUN_DIR KILLS SEED
 Prints one JSON line: {"kills": N, "mid_write": M, "steps": [...]}.
 
-dcgan is imported once here; each training process is a fork of this one running the real
-`dcgan-train` entry point, so the 20+ kills cost seconds, not 20 interpreter start-ups. This
-process runs no torch computation before forking (only loads), so forking is safe.
+dcgan, and what its training imports on first use, is imported once here; each training
+process is a fork of this one running the real `dcgan-train` entry point, so the 20 kills cost
+seconds, not 20 interpreter start-ups. This process runs no torch computation before forking
+(only imports and loads), so forking is safe.
 """
 
 import json
@@ -18,7 +19,9 @@ import time
 from pathlib import Path
 
 import torch
+import torch._dynamo  # torch.optim's first step imports it: ~2 s in every child otherwise
 
+import dcgan.cli.run  # what dcgan-train imports once a config is composed
 import dcgan.cli.train
 from dcgan.store.checkpoints import REQUIRED_KEYS, load_generator_file
 

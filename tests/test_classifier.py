@@ -35,16 +35,6 @@ from dcgan.quality.classifier import (
 ATTRIBUTES = ("left_bright", "right_bright", "stripe")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """Train with one thread: on a 2-core machine shared with background jobs, a pool of two
-    threads waits for the busy core at every layer (measured: 42 s against 10 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, Labels]:
     """The bundled 10,000 real MNIST digits at 32 x 32, in [-1, 1], with their classes."""
