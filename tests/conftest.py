@@ -1,19 +1,18 @@
-"""Shared fixtures: the real Hydra config shrunk to tiny sizes, the CLI in a subprocess, and
-the real data sets in ../shared/data (skipped with a reason when that folder is absent)."""
+"""Shared fixtures: the real Hydra config shrunk to tiny sizes, the commands in processes of
+their own (tests/commands.py), and the real data sets in ../shared/data (skipped with a
+reason when that folder is absent)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from dcgan.config import compose_config as compose_real_config
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.commands import REPO, run_cli, start_cli  # noqa: F401  (the tests' imports)
 
 # Every test, and every command it starts, uses one CPU thread: under pytest-xdist (`-n auto`,
 # the README's test command) two workers that each spread over every core slow each other far
@@ -44,28 +43,6 @@ def compose_config(*overrides: str):
 def make_config():
     """compose_config(*overrides): the real train.yaml with these overrides, as Hydra builds it."""
     return compose_config
-
-
-def _command(name: str) -> list[str]:
-    script = Path(sys.executable).with_name(name)
-    if script.exists():
-        return [str(script)]
-    module = {"dcgan-train": "dcgan.cli.train", "dcgan-sample": "dcgan.cli.sample",
-              "dcgan-prepare": "dcgan.cli.prepare", "dcgan-export": "dcgan.cli.export",
-              "dcgan-eval": "dcgan.cli.evaluate", "dcgan-report": "dcgan.cli.report"}[name]
-    return [sys.executable, "-m", module]
-
-
-def run_cli(name: str, *args: str, cwd: Path | None = None, check: bool = False,
-            timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `dcgan-train` / `dcgan-sample` as a user would; returns the finished process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([*_command(name), *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{name} {' '.join(args)} exited {result.returncode}\n"
-                             f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
-    return result
 
 
 @pytest.fixture

@@ -11,10 +11,8 @@ of the same command (resume restores the RNG and the data order exactly).
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dcgan.store.checkpoints import load_checkpoint, load_generator_file
 from dcgan.store.integrity import tensor_bytes
-from tests.conftest import _command, run_cli
+from tests.commands import CommandProcess, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +78,7 @@ def every_checkpoint_loads(run_dir: Path) -> int:
     return len(files)
 
 
-def wait_for(condition, process: subprocess.Popen, timeout: float = 60) -> bool:
+def wait_for(condition, process: CommandProcess, timeout: float = 60) -> bool:
     """Poll until `condition()` or the process ends; True if the condition came first."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -118,9 +116,7 @@ def soak(images: Path, run_dir: Path, interruptions: list[tuple[str, signal.Sign
     """Interrupt the command as listed, then let it finish; what happened each time."""
     log = []
     for kind, signum in interruptions:
-        process = subprocess.Popen([*_command("dcgan-train"), *command(images, run_dir)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = start_cli("dcgan-train", *command(images, run_dir))
         hit = wait_for(trigger(kind, run_dir, rng), process)
         if process.poll() is None:
             process.send_signal(signum)

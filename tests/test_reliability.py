@@ -2,7 +2,6 @@
 real `dcgan-train` / `dcgan-sample` in subprocesses where signals, kills and resumes matter."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,8 @@ import torch
 from PIL import Image
 
 from dcgan.store.checkpoints import REQUIRED_KEYS, save_checkpoint
-from tests.conftest import REPO, TINY, _command, run_cli, user_error_line
+from tests.commands import CommandProcess, start_cli
+from tests.conftest import REPO, TINY, run_cli, user_error_line
 
 pytestmark = pytest.mark.slow  # runs the real commands in subprocesses
 
@@ -47,16 +47,14 @@ LONG_EPOCH = [arg for arg in TINY if not arg.startswith(("dataset.limit", "batch
     "dataset=fake", "dataset.size=800", "batch_size=8"]  # 100 steps in the epoch
 
 
-def start_training(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*_command("dcgan-train"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def start_training(*args: str) -> CommandProcess:
+    return start_cli("dcgan-train", *args, merge_stderr=True)
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(path: Path, process: CommandProcess, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while not path.exists():
-        assert process.poll() is None, process.stdout.read()
+        assert process.poll() is None, process.output()[0]
         assert time.time() < deadline, f"{path} never appeared"
         time.sleep(0.02)
 

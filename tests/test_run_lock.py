@@ -19,7 +19,7 @@ import torch
 
 from dcgan.store import run_lock
 from dcgan.store.run_lock import LOCK_FILE, RunLock
-from tests.conftest import TINY, _command, run_cli, user_error_line
+from tests.conftest import TINY, run_cli, start_cli, user_error_line
 
 TRY_LOCK = ("import sys\nfrom dcgan.store.run_lock import RunLock\n"
             "print(RunLock(sys.argv[1]).acquire())")
@@ -79,8 +79,7 @@ RUN = [arg for arg in TINY if not arg.startswith(("dataset.limit", "batch_size")
 def killed_then_resumed(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """A run SIGKILLed after its first checkpoint, then the same command again."""
     run_dir = tmp_path_factory.mktemp("locked") / "run"
-    command = [*_command("dcgan-train"), *RUN, f"hydra.run.dir={run_dir}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_cli("dcgan-train", *RUN, f"hydra.run.dir={run_dir}")
     deadline = time.time() + 240
     while not (run_dir / "checkpoints" / "last.pt").exists():
         assert process.poll() is None, "the run ended before its first checkpoint"
