@@ -3,8 +3,10 @@ code, output, signals and kills, started from a warm fork server (tests/warm_com
 that it skips the interpreter start and the ~3 s of imports every command repeats.
 
 DCGAN_TESTS_FRESH=1 starts every command as a fresh interpreter instead (the console script
-itself), as a user's shell does; the suite passes both ways. Tests of what a fresh start
-loads (test_startup.py), of the installed wheel and of torchrun start their own processes.
+itself), as a user's shell does; the suite passes both ways. Without it, test_startup.py
+still runs each of the six commands from a fresh interpreter (an import that only the warm
+server's preloading satisfied would fail there), and the tests of the installed wheel and
+of torchrun start their own processes.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class CommandProcess:
     Popen has them; its output is read when it has ended."""
 
     def __init__(self, name: str, args: tuple[str, ...], cwd: Path | None = None,
-                 merge_stderr: bool = False) -> None:
+                 merge_stderr: bool = False, fresh: bool = FRESH) -> None:
         self.args = [name, *args]
         self.output_dir = Path(tempfile.mkdtemp(dir=output_root()))
         self.stdout_path = self.output_dir / "stdout"
@@ -123,7 +125,7 @@ class CommandProcess:
         self.returncode: int | None = None
         self._output: tuple[str, str] | None = None
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if FRESH:
+        if fresh:
             with open(self.stdout_path, "wb") as out, open(self.stderr_path, "ab") as err:
                 self._popen = subprocess.Popen([*_command(name), *args], cwd=cwd, env=env,
                                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
@@ -179,16 +181,17 @@ class CommandProcess:
         return self.output()
 
 
-def start_cli(name: str, *args: str, cwd: Path | None = None,
-              merge_stderr: bool = False) -> CommandProcess:
-    """Start `dcgan-train` / `dcgan-sample` / ... and return at once."""
-    return CommandProcess(name, args, cwd, merge_stderr)
+def start_cli(name: str, *args: str, cwd: Path | None = None, merge_stderr: bool = False,
+              fresh: bool = FRESH) -> CommandProcess:
+    """Start `dcgan-train` / `dcgan-sample` / ... and return at once; `fresh`: as a new
+    interpreter running the console script, rather than a fork of the warm server."""
+    return CommandProcess(name, args, cwd, merge_stderr, fresh)
 
 
 def run_cli(name: str, *args: str, cwd: Path | None = None, check: bool = False,
-            timeout: int = 300) -> subprocess.CompletedProcess:
+            timeout: int = 300, fresh: bool = FRESH) -> subprocess.CompletedProcess:
     """Run a command as a user would and return the finished process."""
-    process = start_cli(name, *args, cwd=cwd)
+    process = start_cli(name, *args, cwd=cwd, fresh=fresh)
     stdout, stderr = process.communicate(timeout=timeout)
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
