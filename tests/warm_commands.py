@@ -33,7 +33,7 @@ import dcgan.cli.evaluate
 import dcgan.cli.export
 import dcgan.cli.prepare
 import dcgan.cli.report
-import dcgan.cli.run  # (what dcgan-train imports once a config is composed)
+import dcgan.cli.run  # what dcgan-train imports once a config is composed
 import dcgan.cli.sample
 import dcgan.cli.train
 
@@ -43,13 +43,15 @@ ENTRY_POINTS = {"dcgan-train": dcgan.cli.train.main, "dcgan-sample": dcgan.cli.s
 
 
 def redirect(stdout: str, stderr: str) -> None:
-    """The child's fds 0-2: /dev/null and the two files (this server's pipes are closed)."""
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    out = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    err = out if stderr == stdout else os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                                   0o644)
-    os.dup2(out, 1)
-    os.dup2(err, 2)
+    """The child's fds 0-2: /dev/null and the two files, in place of this server's pipes."""
+    opened = [os.open(os.devnull, os.O_RDONLY),
+              os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)]
+    if stderr != stdout:
+        opened.append(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    for target, descriptor in zip((0, 1, 2), (*opened, opened[-1])):
+        os.dup2(descriptor, target)
+    for descriptor in set(opened):
+        os.close(descriptor)
 
 
 def become_the_command(request: dict) -> None:
@@ -72,7 +74,7 @@ def become_the_command(request: dict) -> None:
     except BaseException as error:  # noqa: BLE001  (what the interpreter does with any)
         sys.excepthook(type(error), error, error.__traceback__)
         interrupted, code = isinstance(error, KeyboardInterrupt), 1
-    threading._shutdown()
+    threading._shutdown()  # the interpreter's own first steps at exit (CPython 3.9-3.13)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
