@@ -23,22 +23,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FRESH = os.environ.get("DCGAN_TESTS_FRESH", "") not in ("", "0")
 
-MODULES = {"dcgan-train": "dcgan.cli.train", "dcgan-sample": "dcgan.cli.sample",
-           "dcgan-prepare": "dcgan.cli.prepare", "dcgan-export": "dcgan.cli.export",
-           "dcgan-eval": "dcgan.cli.evaluate", "dcgan-report": "dcgan.cli.report"}
 
 
 def _command(name: str) -> list[str]:
-    """The console script beside this interpreter, or its module where it is not installed."""
+    """The console script beside this interpreter, or its module where the script is not."""
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", MODULES[name]]
+    entry_point, = entry_points(group="console_scripts", name=name)
+    return [sys.executable, "-m", entry_point.module]
 
 
 class ForkServer:

@@ -25,21 +25,17 @@ import select
 import signal
 import sys
 import threading
+from importlib.metadata import distribution
 
 import numpy as np
 import torch._dynamo  # noqa: F401  (imported on torch.optim's first step)
 
-import dcgan.cli.evaluate
-import dcgan.cli.export
-import dcgan.cli.prepare
-import dcgan.cli.report
-import dcgan.cli.run  # what dcgan-train imports once a config is composed
-import dcgan.cli.sample
-import dcgan.cli.train
+import dcgan.cli.run  # noqa: F401  (what dcgan-train imports once a config is composed)
 
-ENTRY_POINTS = {"dcgan-train": dcgan.cli.train.main, "dcgan-sample": dcgan.cli.sample.main,
-                "dcgan-prepare": dcgan.cli.prepare.main, "dcgan-export": dcgan.cli.export.main,
-                "dcgan-eval": dcgan.cli.evaluate.main, "dcgan-report": dcgan.cli.report.main}
+# the six commands' entry points, as pyproject.toml declares them (loading imports each module)
+ENTRY_POINTS = {entry_point.name: entry_point.load()
+                for entry_point in distribution("dcgan").entry_points
+                if entry_point.group == "console_scripts"}
 
 
 def redirect(stdout: str, stderr: str) -> None:
